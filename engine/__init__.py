@@ -1,0 +1,36 @@
+"""Nabla's autodiff engine: JAX's transformation API over NumPy, built on a graph IR.
+
+    import engine as jax
+    import engine.numpy as jnp
+"""
+
+from __future__ import annotations
+
+from engine import numpy  # noqa: F401  (installs the array methods)
+from engine import tree_util  # noqa: F401
+from engine._config import config
+from engine.array import Array
+from engine.core import Graph, ShapedArray
+from engine.errors import (
+    ConcretizationError, DifferentiationError, EngineError, EscapedTracerError,
+    GradientCheckError, TracerArrayConversionError,
+)
+from engine.numpy.elementwise import stop_gradient
+from engine.transforms import (
+    grad, hessian, jacfwd, jacobian, jacrev, jvp, make_graph, value_and_grad, vjp,
+)
+
+from engine import random  # noqa: E402,F401
+from engine import nn  # noqa: E402,F401
+from engine import scipy  # noqa: E402,F401
+from engine.custom import custom_vjp  # noqa: E402
+from engine.jit import jit  # noqa: E402
+from engine.test_util import check_gradients  # noqa: E402
+
+__all__ = [
+    "Array", "ConcretizationError", "DifferentiationError", "EngineError", "EscapedTracerError",
+    "Graph", "GradientCheckError", "ShapedArray", "TracerArrayConversionError", "check_gradients",
+    "config", "custom_vjp", "grad", "hessian", "jacfwd", "jacobian", "jacrev", "jit", "jvp",
+    "make_graph", "nn", "numpy", "random", "scipy", "stop_gradient", "tree_util",
+    "value_and_grad", "vjp",
+]

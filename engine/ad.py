@@ -1,0 +1,179 @@
+"""Automatic differentiation of graphs: reverse mode (VJP) and forward mode (JVP) interpreters.
+
+Both walk a graph's equations and call the primitives' rules. Run on Arrays they compute
+derivatives at once; run on tracers (inside an enclosing trace) they record the derivative
+computation as a new graph, which can itself be differentiated, optimised, cached or sent.
+Cotangents and tangents that are known to be zero are never materialised (None).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from engine.array import Array
+from engine.core import Graph, Literal, Tracer, Var, bind
+from engine.errors import DifferentiationError
+
+
+def _read(env: dict[Var, Any], atom: Any) -> Any:
+    if isinstance(atom, Literal):
+        return Array(atom.value)
+    return env[atom]
+
+
+def _add(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else a + b
+
+
+def _differentiable(var: Var) -> bool:
+    return var.aval.dtype.kind in "fc"
+
+
+def _vjp_rule(prim: Any, i: int) -> Any:
+    rules = prim.vjp
+    if rules is None:
+        raise DifferentiationError(
+            f"`{prim.name}` has no reverse-mode derivative rule, but a value being differentiated "
+            "flows through it. Wrap its input in `stop_gradient` if it should be treated as constant."
+        )
+    return rules[i]
+
+
+def _bind_env(graph: Graph, args: list[Any], consts: list[Any] | None) -> dict[Var, Any]:
+    env: dict[Var, Any] = dict(zip(graph.invars, args))
+    for v, c in zip(graph.constvars, graph.consts if consts is None else consts):
+        env[v] = c if isinstance(c, (Array, Tracer)) else Array(c)
+    return env
+
+
+def vjp_graph(
+    graph: Graph, args: list[Any], wrt: list[bool], known: dict[Var, Any] | None = None
+) -> tuple[list[Any], Callable[[list[Any]], list[Any]]]:
+    """Run `graph` forward on `args` and return its outputs and a backward function.
+
+    `wrt[i]` says whether input i is differentiated. `known` holds values already computed for
+    some variables (by a concrete trace), which the forward pass then reuses instead of recomputing.
+    The backward function maps output cotangents (None for zero) to input cotangents (None for zero).
+    """
+    env = _bind_env(graph, args, None)
+    active: set[Var] = {v for v, w in zip(graph.invars, wrt) if w and _differentiable(v)}
+    for eqn in graph.eqns:
+        outs = eqn.outputs
+        if known is not None and outs[0] in known:
+            for v in outs:
+                env[v] = Array(known[v])
+        else:
+            result = bind(eqn.prim, tuple(_read(env, a) for a in eqn.inputs), eqn.attrs)
+            if eqn.prim.multiple_results:
+                env.update(zip(outs, result))
+            else:
+                env[outs[0]] = result
+        if any(isinstance(a, Var) and a in active for a in eqn.inputs):
+            for v in outs:
+                if _differentiable(v):
+                    active.add(v)
+    outputs = [_read(env, a) for a in graph.outvars]
+
+    def backward(cotangents: list[Any]) -> list[Any]:
+        ct: dict[Var, Any] = {}
+        for atom, c in zip(graph.outvars, cotangents):
+            if c is not None and isinstance(atom, Var) and atom in active:
+                ct[atom] = _add(ct.get(atom), c)
+        for eqn in reversed(graph.eqns):
+            outs = eqn.outputs
+            if not any(v in ct for v in outs):
+                continue
+            prim = eqn.prim
+            if prim.multiple_results:
+                g = tuple(ct.pop(v, None) for v in outs)
+                ans = tuple(env[v] for v in outs)
+            else:
+                g = ct.pop(outs[0])
+                ans = env[outs[0]]
+            vals = [_read(env, a) for a in eqn.inputs]
+            needed = [isinstance(a, Var) and a in active for a in eqn.inputs]
+            vjp_all = prim.extra.get("vjp_all")
+            if vjp_all is not None:
+                contributions = vjp_all(g, ans, needed, *vals, **eqn.attrs)
+            else:
+                contributions = [
+                    _vjp_rule(prim, i)(g, ans, *vals, **eqn.attrs) if need and _vjp_rule(prim, i) else None
+                    for i, need in enumerate(needed)
+                ]
+            for atom, need, c in zip(eqn.inputs, needed, contributions):
+                if need and c is not None:
+                    ct[atom] = _add(ct.get(atom), _match_dtype(c, atom))
+        return [ct.get(v) if w else None for v, w in zip(graph.invars, wrt)]
+
+    return outputs, backward
+
+
+def _match_dtype(c: Any, var: Var) -> Any:
+    if c.dtype != var.aval.dtype:
+        from engine.numpy._base import convert
+
+        c = convert(c, var.aval.dtype)
+    if tuple(c.shape) != var.aval.shape:
+        import engine.numpy as jnp
+
+        c = jnp.broadcast_to(c, var.aval.shape)
+    return c
+
+
+def jvp_graph(graph: Graph, args: list[Any], tangents: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Push tangents (None for zero) through `graph` alongside its values."""
+    env = _bind_env(graph, args, None)
+    tan: dict[Var, Any] = {v: t for v, t in zip(graph.invars, tangents) if t is not None and _differentiable(v)}
+    for eqn in graph.eqns:
+        vals = [_read(env, a) for a in eqn.inputs]
+        result = bind(eqn.prim, tuple(vals), eqn.attrs)
+        outs = eqn.outputs
+        if eqn.prim.multiple_results:
+            env.update(zip(outs, result))
+        else:
+            env[outs[0]] = result
+        ts = [tan.get(a) if isinstance(a, Var) else None for a in eqn.inputs]
+        if all(t is None for t in ts) or not any(_differentiable(v) for v in outs):
+            continue
+        prim = eqn.prim
+        if prim.extra.get("linear_jvp"):
+            import engine.numpy as jnp
+
+            filled = [t if t is not None else jnp.zeros(v.shape, v.dtype) for t, v in zip(ts, vals)]
+            tan[outs[0]] = bind(prim, tuple(filled), eqn.attrs)
+            continue
+        jvp_all = prim.extra.get("jvp_all")
+        if jvp_all is not None:
+            out_tangents = jvp_all(ts, result, *vals, **eqn.attrs)
+            for v, t in zip(outs, out_tangents):
+                if t is not None:
+                    tan[v] = t
+            continue
+        if prim.jvp is None:
+            raise DifferentiationError(
+                f"`{prim.name}` has no forward-mode derivative rule, but a value being "
+                "differentiated flows through it. Use reverse mode (grad, vjp, jacrev) instead."
+            )
+        total = None
+        for i, t in enumerate(ts):
+            if t is None:
+                continue
+            rule = prim.jvp[i]
+            if rule is None:
+                continue
+            contribution = rule(t, result, *vals, **eqn.attrs)
+            total = _add(total, contribution)
+        if total is not None:
+            tan[outs[0]] = _match_dtype(total, outs[0])
+    outputs = [_read(env, a) for a in graph.outvars]
+    out_tangents = [tan.get(a) if isinstance(a, Var) else None for a in graph.outvars]
+    return outputs, out_tangents
+
+
+def zeros_for(x: Any) -> Any:
+    import engine.numpy as jnp
+
+    dtype = x.dtype if x.dtype.kind in "fc" else np.dtype("float32")
+    return jnp.zeros(x.shape, dtype)

@@ -1,0 +1,322 @@
+"""The graph IR and the tracing machinery that builds it.
+
+A `Graph` is a flat SSA list of equations (`Eqn`) over typed variables (`Var`), in the spirit of a
+jaxpr. Python functions become graphs by running them on `Tracer` objects: every operation on a
+tracer goes through `bind`, which appends an equation to the innermost active `Trace`.
+Outside any trace, `bind` simply runs the primitive's NumPy implementation (eager mode).
+
+Traces nest (grad of grad, jit of grad): each has a level, an operation joins the trace of its
+highest-level argument, and tracers of enclosing traces met there are captured as graph inputs
+("closure conversion"), so each graph is a closed function of its inputs and captures.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from engine.errors import EscapedTracerError
+
+if TYPE_CHECKING:
+    from engine.primitives import Primitive
+
+
+@dataclass(frozen=True, slots=True)
+class ShapedArray:
+    """The abstract value of an array: what tracing and shape inference know about it."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    def str_short(self) -> str:
+        return f"{short_dtype(self.dtype)}[{','.join(map(str, self.shape))}]"
+
+
+_SHORT = {
+    "float16": "f16", "float32": "f32", "float64": "f64", "int8": "i8", "int16": "i16",
+    "int32": "i32", "int64": "i64", "uint8": "u8", "uint16": "u16", "uint32": "u32",
+    "uint64": "u64", "bool": "bool", "complex64": "c64", "complex128": "c128",
+}
+
+
+def short_dtype(dtype: np.dtype) -> str:
+    return _SHORT.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
+class Var:
+    """A variable of the IR: defined once, by a graph input or by one equation."""
+
+    __slots__ = ("aval", "count")
+    _counter = itertools.count()
+
+    def __init__(self, aval: ShapedArray) -> None:
+        self.aval = aval
+        self.count = next(Var._counter)
+
+    def __repr__(self) -> str:
+        return f"Var({self.count}:{self.aval.str_short()})"
+
+
+class Literal:
+    """A small constant written inline in an equation (a scalar)."""
+
+    __slots__ = ("value", "aval")
+
+    def __init__(self, value: np.ndarray | np.generic) -> None:
+        self.value = value
+        self.aval = ShapedArray(np.shape(value), np.asarray(value).dtype)
+
+    def __repr__(self) -> str:
+        return f"Literal({self.value!r})"
+
+
+Atom = Var | Literal
+
+
+@dataclass(slots=True)
+class Eqn:
+    prim: Primitive
+    inputs: list[Atom]
+    outputs: list[Var]
+    attrs: dict[str, Any]
+
+
+@dataclass
+class Graph:
+    """A closed function: `outputs = f(inputs)` given values for `constvars`.
+
+    `constvars` are bound to `consts`: NumPy arrays captured from the Python closure, or (only while
+    the enclosing trace is alive) tracers of an enclosing trace.
+    """
+
+    invars: list[Var]
+    constvars: list[Var]
+    consts: list[Any]
+    eqns: list[Eqn]
+    outvars: list[Atom]
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.eqns)
+
+    def __str__(self) -> str:
+        from engine.graph_printer import format_graph
+
+        return format_graph(self)
+
+    __repr__ = __str__
+
+
+class Trace:
+    """A graph under construction. Tracers of this trace are its variables seen by user code."""
+
+    def __init__(self, level: int, concrete: bool) -> None:
+        self.level = level
+        # Concrete traces also compute every value as they go, so Python control flow on traced
+        # values works (as under an eager jax.grad); abstract ones (jit, make_graph) do not.
+        self.concrete = concrete
+        self.active = True
+        self.invars: list[Var] = []
+        self.eqns: list[Eqn] = []
+        self.constvars: list[Var] = []
+        self.consts: list[Any] = []
+        self._captured: dict[int, Var] = {}
+        # Values of this trace's variables, computed as it went (concrete traces only).
+        self.values: dict[Var, Any] = {}
+
+    def new_input(self, aval: ShapedArray, value: Any = None) -> Tracer:
+        var = Var(aval)
+        self.invars.append(var)
+        if value is not None:
+            self.values[var] = value
+        return Tracer(self, var, value)
+
+    def atom_for(self, x: Any) -> Atom:
+        """The IR atom standing for an argument of an operation emitted into this trace."""
+        if isinstance(x, Tracer):
+            if x._trace is self:
+                return x._var
+            key = id(x)
+        else:  # an Array: a concrete constant
+            value = x._value
+            if np.ndim(value) == 0 and value.dtype.kind != "V":
+                return Literal(value)
+            key = id(value)
+        var = self._captured.get(key)
+        if var is None:
+            var = Var(aval_of(x))
+            self._captured[key] = var
+            self.constvars.append(var)
+            self.consts.append(x)  # keeps the object alive, so its id is not reused
+        return var
+
+    def to_graph(self, outputs: list[Any]) -> Graph:
+        outvars = [self.atom_for(o) for o in outputs]
+        consts = [c._value if not isinstance(c, Tracer) else c for c in self.consts]
+        return Graph(list(self.invars), list(self.constvars), consts, list(self.eqns), outvars)
+
+
+_trace_stack: list[Trace] = []
+
+
+def new_trace(concrete: bool) -> Trace:
+    trace = Trace(len(_trace_stack), concrete)
+    _trace_stack.append(trace)
+    return trace
+
+
+def end_trace(trace: Trace) -> None:
+    popped = _trace_stack.pop()
+    assert popped is trace, "traces must end in the order they began"
+    trace.active = False
+
+
+def aval_of(x: Any) -> ShapedArray:
+    if isinstance(x, Tracer):
+        return x._var.aval
+    value = x._value
+    return ShapedArray(value.shape, value.dtype)
+
+
+class Tracer:
+    """A traced array: a variable of the graph being built, and its value when that is known."""
+
+    __slots__ = ("_trace", "_var", "value")
+    __array_priority__ = 1000
+
+    def __init__(self, trace: Trace, var: Var, value: Any = None) -> None:
+        self._trace = trace
+        self._var = var
+        self.value = value
+
+    @property
+    def aval(self) -> ShapedArray:
+        return self._var.aval
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._var.aval.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._var.aval.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._var.aval.shape)
+
+    @property
+    def size(self) -> int:
+        return self._var.aval.size
+
+    def __repr__(self) -> str:
+        return f"Traced<{self._var.aval.str_short()}>"
+
+
+def bind(prim: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Any:
+    """Apply a primitive to Arrays and Tracers: compute it eagerly, or record it in a trace."""
+    top: Trace | None = None
+    for a in args:
+        if isinstance(a, Tracer):
+            t = a._trace
+            if not t.active:
+                raise EscapedTracerError(
+                    f"a traced value ({a!r}) from a transformation that has already finished was "
+                    f"used in `{prim.name}`. Values computed inside a function being transformed "
+                    "must be returned from it rather than stored in globals or closures."
+                )
+            if top is None or t.level > top.level:
+                top = t
+    if top is None:
+        from engine.array import Array
+
+        out = prim.impl(*[a._value for a in args], **attrs)
+        if prim.multiple_results:
+            return tuple(Array(np.asarray(o)) if not isinstance(o, np.generic) else Array(o) for o in out)
+        return Array(out if isinstance(out, (np.ndarray, np.generic)) else np.asarray(out))
+    return emit(top, prim, args, attrs)
+
+
+def emit(trace: Trace, prim: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Any:
+    avals = [aval_of(a) for a in args]
+    out_avals = prim.abstract(*avals, **attrs)
+    inputs = [trace.atom_for(a) for a in args]
+    value = None
+    if trace.concrete:
+        raw = [concrete_value(a) for a in args]
+        if all(r is not None for r in raw):
+            value = prim.impl(*raw, **attrs)
+    if prim.multiple_results:
+        outs = [Var(av) for av in out_avals]
+        trace.eqns.append(Eqn(prim, inputs, outs, attrs))
+        values = value if value is not None else [None] * len(outs)
+        if value is not None:
+            trace.values.update(zip(outs, values))
+        return tuple(Tracer(trace, v, val) for v, val in zip(outs, values))
+    out = Var(out_avals)
+    trace.eqns.append(Eqn(prim, inputs, [out], attrs))
+    if value is not None:
+        trace.values[out] = value
+    return Tracer(trace, out, value)
+
+
+def concrete_value(x: Any) -> Any:
+    """The NumPy value of an Array or a concrete Tracer; None for an abstract tracer."""
+    if isinstance(x, Tracer):
+        return x.value
+    return x._value
+
+
+def eval_graph(graph: Graph, args: list[Any], consts: list[Any] | None = None) -> list[Any]:
+    """Run a graph on Arrays (computing) or on Tracers (re-recording it into an outer trace)."""
+    from engine.array import Array
+
+    env: dict[Var, Any] = {}
+    for v, a in zip(graph.invars, args):
+        env[v] = a
+    for v, c in zip(graph.constvars, graph.consts if consts is None else consts):
+        env[v] = c if isinstance(c, (Tracer, Array)) else Array(c)
+
+    def read(atom: Atom) -> Any:
+        if isinstance(atom, Literal):
+            return Array(atom.value)
+        return env[atom]
+
+    for eqn in graph.eqns:
+        out = bind(eqn.prim, tuple(read(a) for a in eqn.inputs), eqn.attrs)
+        if eqn.prim.multiple_results:
+            for v, o in zip(eqn.outputs, out):
+                env[v] = o
+        else:
+            env[eqn.outputs[0]] = out
+    return [read(a) for a in graph.outvars]
+
+
+def trace_flat(
+    fun: Callable[..., list[Any]], in_avals: list[ShapedArray], in_values: list[Any] | None = None
+) -> tuple[Graph, list[Any]]:
+    """Trace `fun` (flat arrays in, flat list out) into a Graph.
+
+    With `in_values` the trace is concrete: values are computed while tracing and returned too.
+    """
+    trace = new_trace(concrete=in_values is not None)
+    try:
+        values = in_values if in_values is not None else [None] * len(in_avals)
+        tracers = [trace.new_input(av, val) for av, val in zip(in_avals, values)]
+        outs = fun(*tracers)
+        graph = trace.to_graph(outs)
+    finally:
+        end_trace(trace)
+    out_values = [concrete_value(o) if isinstance(o, Tracer) and o._trace is trace else None for o in outs]
+    return graph, out_values

@@ -1,0 +1,35 @@
+"""Exceptions raised by the engine. Each message says what was wrong, where, and what to do."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class EscapedTracerError(EngineError):
+    """A traced value outlived the transformation that created it."""
+
+
+class ConcretizationError(EngineError, TypeError):
+    """A traced value was needed as a concrete Python value (bool, int, float, a shape)."""
+
+
+class TracerArrayConversionError(EngineError, TypeError):
+    """A traced value was handed to plain NumPy."""
+
+
+class ShapeError(EngineError, ValueError):
+    """Operands' shapes do not fit the operation."""
+
+
+class DtypeError(EngineError, TypeError):
+    """An operand's dtype does not fit the operation."""
+
+
+class DifferentiationError(EngineError, TypeError):
+    """A transformation was asked for something it cannot differentiate."""
+
+
+class GradientCheckError(EngineError, AssertionError):
+    """`check_grads` found a derivative that disagrees with finite differences."""

@@ -1,0 +1,62 @@
+"""jit: trace once per input signature, optimise, and reuse the compiled graph."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+from engine.array import Array
+from engine.core import Tracer, aval_of, eval_graph
+from engine.numpy._base import asarray
+from engine.transforms import trace_function
+from engine.tree_util import tree_flatten, tree_unflatten
+
+
+def _static_key(x: Any) -> Any:
+    try:
+        hash(x)
+    except TypeError:
+        raise TypeError(f"static arguments must be hashable, got {type(x).__name__}") from None
+    return x
+
+
+def jit(fun: Callable[..., Any], static_argnums: int | Sequence[int] = ()) -> Callable[..., Any]:
+    """Compile `fun`: trace it once per (tree structure, shapes, dtypes, static arguments)."""
+    statics = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    cache: dict[Any, Any] = {}
+
+    @functools.wraps(fun)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError("jit-compiled functions take positional arguments only; bind keyword "
+                            "arguments with functools.partial first")
+        nums = tuple(i for i in range(len(args)) if i not in statics)
+        leaves, in_tree = tree_flatten(tuple(args[i] for i in nums))
+        leaves = [x if isinstance(x, (Array, Tracer)) else asarray(x) for x in leaves]
+        key = (in_tree, tuple(aval_of(x) for x in leaves),
+               tuple(_static_key(args[i]) for i in statics if i < len(args)))
+        entry = cache.get(key)
+        if entry is None:
+            from engine.optimize import optimize
+
+            tf, _, _ = trace_function(fun, args, {}, nums, concrete=False)
+            graph = optimize(tf.graph)
+            entry = (graph, tf.out_tree, _compile(graph))
+            cache[key] = entry
+        graph, out_tree, plan = entry
+        if plan is not None and all(isinstance(x, Array) for x in leaves):
+            outs = plan(leaves)
+        else:
+            outs = eval_graph(graph, leaves)
+        return tree_unflatten(out_tree, outs)
+
+    wrapped._cache = cache
+    return wrapped
+
+
+def _compile(graph: Any) -> Callable[[list[Any]], list[Any]] | None:
+    try:
+        from engine.plan import compile_plan
+    except ImportError:
+        return None
+    return compile_plan(graph)

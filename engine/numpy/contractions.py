@@ -1,0 +1,153 @@
+"""Products and contractions: dot, matmul, einsum and their relatives."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from engine import primitives as P
+from engine.errors import ShapeError
+from engine.numpy._base import ArrayLike, asarray, promote
+from engine.numpy.shapes import expand_dims, ravel, reshape, squeeze
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def matmul(a: ArrayLike, b: ArrayLike) -> Any:
+    """NumPy's matmul: 1-D operands are promoted to matrices and the added axis removed again."""
+    x, y = promote(a, b)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ShapeError("matmul does not accept scalars; use multiply (*) instead")
+    x2 = expand_dims(x, 0) if x.ndim == 1 else x
+    y2 = expand_dims(y, -1) if y.ndim == 1 else y
+    if x2.shape[-1] != y2.shape[-2]:
+        raise ShapeError(
+            f"matmul: the contracted dimensions differ: {tuple(x.shape)} @ {tuple(y.shape)} "
+            f"({x2.shape[-1]} != {y2.shape[-2]}). Transpose an operand or check the argument order."
+        )
+    out = P.matmul_p(x2, y2)
+    if y.ndim == 1:
+        out = squeeze(out, -1)
+    if x.ndim == 1:
+        out = squeeze(out, -2 if y.ndim > 1 else -1)
+    return out
+
+
+def dot(a: ArrayLike, b: ArrayLike) -> Any:
+    x, y = promote(a, b)
+    if x.ndim == 0 or y.ndim == 0:
+        return x * y
+    if y.ndim <= 2:
+        return matmul(x, y)
+    return tensordot(x, y, axes=([x.ndim - 1], [y.ndim - 2]))
+
+
+def vdot(a: ArrayLike, b: ArrayLike) -> Any:
+    x, y = promote(a, b)
+    if x.size != y.size:
+        raise ShapeError(f"vdot needs operands with equal numbers of elements, got {x.shape} and {y.shape}")
+    return matmul(ravel(x), ravel(y))
+
+
+def inner(a: ArrayLike, b: ArrayLike) -> Any:
+    x, y = promote(a, b)
+    if x.ndim == 0 or y.ndim == 0:
+        return x * y
+    return tensordot(x, y, axes=([x.ndim - 1], [y.ndim - 1]))
+
+
+def outer(a: ArrayLike, b: ArrayLike) -> Any:
+    x, y = promote(a, b)
+    return expand_dims(ravel(x), 1) * expand_dims(ravel(y), 0)
+
+
+def tensordot(a: ArrayLike, b: ArrayLike, axes: int | Sequence[Any] = 2) -> Any:
+    x, y = promote(a, b)
+    if isinstance(axes, int):
+        ax_a = list(range(x.ndim - axes, x.ndim))
+        ax_b = list(range(axes))
+    else:
+        ax_a, ax_b = axes
+        ax_a = [ax_a] if isinstance(ax_a, int) else list(ax_a)
+        ax_b = [ax_b] if isinstance(ax_b, int) else list(ax_b)
+    ax_a = [i % x.ndim for i in ax_a]
+    ax_b = [i % y.ndim for i in ax_b]
+    if len(ax_a) != len(ax_b):
+        raise ShapeError("tensordot: both operands need the same number of contracted axes")
+    letters = iter(_LETTERS)
+    sa = [next(letters) for _ in range(x.ndim)]
+    sb = [next(letters) for _ in range(y.ndim)]
+    for i, j in zip(ax_a, ax_b):
+        if x.shape[i] != y.shape[j]:
+            raise ShapeError(f"tensordot: axis {i} of {x.shape} and axis {j} of {y.shape} differ in size")
+        sb[j] = sa[i]
+    out = [c for i, c in enumerate(sa) if i not in ax_a] + [c for j, c in enumerate(sb) if j not in ax_b]
+    return _einsum("".join(sa) + "," + "".join(sb) + "->" + "".join(out), x, y)
+
+
+def _einsum(spec: str, *operands: Any) -> Any:
+    return P.einsum_p(*operands, spec=spec)
+
+
+def einsum(subscripts: str, *operands: ArrayLike) -> Any:
+    """Einstein summation with explicit or implicit output (no ellipsis)."""
+    spec = subscripts.replace(" ", "")
+    if "." in spec:
+        raise NotImplementedError("einsum with an ellipsis ('...') is not supported; name every axis")
+    xs = promote(*operands)
+    lhs, arrow, out = spec.partition("->")
+    terms = lhs.split(",")
+    if not arrow:
+        letters = "".join(terms)
+        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    if len(terms) != len(xs):
+        raise ShapeError(f"einsum: {spec!r} names {len(terms)} operands, but {len(xs)} were given")
+    # A letter repeated within one operand takes a diagonal; do that first, so the primitive
+    # only ever sees distinct letters per operand.
+    for k, term in enumerate(terms):
+        while len(set(term)) != len(term):
+            letter = next(c for c in term if term.count(c) > 1)
+            i = term.index(letter)
+            j = term.index(letter, i + 1)
+            xs[k] = diagonal(xs[k], 0, i, j)
+            term = "".join(c for n, c in enumerate(term) if n not in (i, j)) + letter
+        terms[k] = term
+    return _einsum(",".join(terms) + "->" + out, *xs)
+
+
+def diagonal(a: ArrayLike, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Any:
+    """The diagonal, moved to the last axis (as numpy.diagonal)."""
+    import numpy as np
+
+    from engine.numpy.shapes import moveaxis
+
+    x = asarray(a)
+    x = moveaxis(x, (axis1, axis2), (-2, -1))
+    n, m = x.shape[-2], x.shape[-1]
+    rows = np.arange(max(0, -offset), min(n, m - offset) if offset >= 0 else min(n, m - offset))
+    rows = rows[rows < n]
+    cols = rows + offset
+    keep = (cols >= 0) & (cols < m)
+    rows, cols = rows[keep], cols[keep]
+    return x[..., rows, cols]
+
+
+def trace(a: ArrayLike, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Any:
+    from engine.numpy.reductions import sum
+
+    return sum(diagonal(a, offset, axis1, axis2), axis=-1)
+
+
+def diag(v: ArrayLike, k: int = 0) -> Any:
+    import numpy as np
+
+    from engine.numpy.creation import zeros
+
+    x = asarray(v)
+    if x.ndim == 2:
+        return diagonal(x, k)
+    if x.ndim != 1:
+        raise ShapeError(f"diag needs a 1-D or 2-D array, got shape {x.shape}")
+    n = x.shape[0] + abs(k)
+    rows = np.arange(x.shape[0]) + max(0, -k)
+    cols = np.arange(x.shape[0]) + max(0, k)
+    return zeros((n, n), x.dtype).at[rows, cols].set(x)

@@ -1,0 +1,81 @@
+"""Array creation: zeros, ones, arange, linspace, eye, ... (always concrete constants)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from engine import dtypes
+from engine.array import Array
+from engine.numpy._base import ArrayLike, asarray
+
+
+def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        return (int(shape),)
+    return tuple(int(n) for n in shape)
+
+
+def _const(value: np.ndarray) -> Array:
+    value.flags.writeable = False
+    return Array(value)
+
+
+def zeros(shape: int | Sequence[int], dtype: Any = None) -> Array:
+    return _const(np.zeros(_shape(shape), dtype=np.dtype(dtype) if dtype is not None else dtypes.default_float()))
+
+
+def ones(shape: int | Sequence[int], dtype: Any = None) -> Array:
+    return _const(np.ones(_shape(shape), dtype=np.dtype(dtype) if dtype is not None else dtypes.default_float()))
+
+
+def empty(shape: int | Sequence[int], dtype: Any = None) -> Array:
+    return zeros(shape, dtype)
+
+
+def full(shape: int | Sequence[int], fill_value: ArrayLike, dtype: Any = None) -> Any:
+    from engine.numpy.shapes import broadcast_to
+
+    return broadcast_to(asarray(fill_value, dtype), _shape(shape))
+
+
+def zeros_like(a: ArrayLike, dtype: Any = None, shape: Any = None) -> Array:
+    return zeros(shape if shape is not None else np.shape(a) if not hasattr(a, "shape") else a.shape,
+                 dtype if dtype is not None else _dtype_of(a))
+
+
+def ones_like(a: ArrayLike, dtype: Any = None, shape: Any = None) -> Array:
+    return ones(shape if shape is not None else np.shape(a) if not hasattr(a, "shape") else a.shape,
+                dtype if dtype is not None else _dtype_of(a))
+
+
+def full_like(a: ArrayLike, fill_value: ArrayLike, dtype: Any = None, shape: Any = None) -> Any:
+    return full(shape if shape is not None else a.shape, fill_value, dtype if dtype is not None else _dtype_of(a))
+
+
+def _dtype_of(a: ArrayLike) -> np.dtype:
+    return a.dtype if hasattr(a, "dtype") else asarray(a).dtype
+
+
+def arange(start: Any, stop: Any = None, step: Any = None, dtype: Any = None) -> Array:
+    values = np.arange(start, stop, step) if stop is not None else np.arange(start) if step is None \
+        else np.arange(0, start, step)
+    target = np.dtype(dtype) if dtype is not None else dtypes.canonicalize(values.dtype)
+    return _const(values.astype(target))
+
+
+def linspace(start: Any, stop: Any, num: int = 50, endpoint: bool = True, retstep: bool = False,
+             dtype: Any = None, axis: int = 0) -> Any:
+    values, step = np.linspace(np.asarray(start), np.asarray(stop), num, endpoint=endpoint, retstep=True, axis=axis)
+    target = np.dtype(dtype) if dtype is not None else dtypes.default_float()
+    out = _const(values.astype(target))
+    return (out, step) if retstep else out
+
+
+def eye(N: int, M: int | None = None, k: int = 0, dtype: Any = None) -> Array:  # noqa: N803
+    return _const(np.eye(N, M, k, dtype=np.dtype(dtype) if dtype is not None else dtypes.default_float()))
+
+
+def identity(n: int, dtype: Any = None) -> Array:
+    return eye(n, dtype=dtype)

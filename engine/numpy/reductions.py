@@ -1,0 +1,186 @@
+"""Reductions of engine.numpy (sum, mean, max, ..., with axis and keepdims)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine import dtypes
+from engine import primitives as P
+from engine.numpy._base import ArrayLike, asarray, convert, normalize_axis
+
+
+def _keep(result: Any, x_shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Any:
+    if not keepdims:
+        return result
+    from engine.numpy.shapes import reshape
+
+    return reshape(result, tuple(1 if i in axes else n for i, n in enumerate(x_shape)))
+
+
+def _reduce_sum(x: Any, axes: tuple[int, ...]) -> Any:
+    return P.reduce_sum_p(x, axes=tuple(axes)) if axes else x
+
+
+def _reduce_prod(x: Any, axes: tuple[int, ...]) -> Any:
+    return P.reduce_prod_p(x, axes=tuple(axes)) if axes else x
+
+
+def _cumsum(x: Any, axis: int, reverse: bool) -> Any:
+    return P.cumsum_p(x, axis=axis, reverse=reverse)
+
+
+def _accumulator_dtype(x: Any, dtype: Any) -> np.dtype:
+    if dtype is not None:
+        return np.dtype(dtype)
+    if x.dtype == np.bool_ or (x.dtype.kind in "iu" and x.dtype.itemsize < dtypes.default_int().itemsize):
+        return dtypes.default_int() if x.dtype.kind != "u" else np.dtype("uint32")
+    return x.dtype
+
+
+def sum(a: ArrayLike, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
+    x = asarray(a)
+    axes = normalize_axis(axis, x.ndim, "sum")
+    x = convert(x, _accumulator_dtype(x, dtype))
+    return _keep(_reduce_sum(x, axes), a_shape(x), axes, keepdims)
+
+
+def a_shape(x: Any) -> tuple[int, ...]:
+    return tuple(x.shape)
+
+
+def prod(a: ArrayLike, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
+    x = asarray(a)
+    axes = normalize_axis(axis, x.ndim, "prod")
+    x = convert(x, _accumulator_dtype(x, dtype))
+    return _keep(_reduce_prod(x, axes), a_shape(x), axes, keepdims)
+
+
+def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
+    n = 1
+    for a in axes:
+        n *= shape[a]
+    return n
+
+
+def mean(a: ArrayLike, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
+    x = asarray(a)
+    if x.dtype.kind not in "fc":
+        x = convert(x, dtypes.default_float())
+    axes = normalize_axis(axis, x.ndim, "mean")
+    total = sum(x, axis=axes, dtype=dtype, keepdims=keepdims)
+    return total / _count(x.shape, axes)
+
+
+def var(a: ArrayLike, axis: Any = None, dtype: Any = None, ddof: int = 0, keepdims: bool = False) -> Any:
+    x = asarray(a)
+    if x.dtype.kind not in "fc":
+        x = convert(x, dtypes.default_float())
+    axes = normalize_axis(axis, x.ndim, "var")
+    centred = x - mean(x, axis=axes, keepdims=True)
+    squares = sum(centred * centred, axis=axes, dtype=dtype, keepdims=keepdims)
+    return squares / (_count(x.shape, axes) - ddof)
+
+
+def std(a: ArrayLike, axis: Any = None, dtype: Any = None, ddof: int = 0, keepdims: bool = False) -> Any:
+    from engine.numpy.elementwise import sqrt
+
+    return sqrt(var(a, axis=axis, dtype=dtype, ddof=ddof, keepdims=keepdims))
+
+
+def _minmax(prim: P.Primitive, name: str):
+    def fn(a: ArrayLike, axis: Any = None, keepdims: bool = False, initial: Any = None) -> Any:
+        x = asarray(a)
+        axes = normalize_axis(axis, x.ndim, name)
+        if any(x.shape[i] == 0 for i in axes) and initial is None:
+            raise ValueError(f"`{name}` of an empty array has no identity; pass `initial=`")
+        result = prim(x, axes=axes) if axes else x
+        if initial is not None:
+            from engine.numpy.elementwise import maximum, minimum
+
+            result = (maximum if name == "max" else minimum)(result, initial)
+        return _keep(result, x.shape, axes, keepdims)
+
+    fn.__name__ = name
+    return fn
+
+
+max = _minmax(P.reduce_max_p, "max")  # noqa: A001
+min = _minmax(P.reduce_min_p, "min")  # noqa: A001
+amax = max
+amin = min
+
+
+def _bool_reduce(prim: P.Primitive, name: str):
+    def fn(a: ArrayLike, axis: Any = None, keepdims: bool = False) -> Any:
+        from engine.numpy.elementwise import _as_bool
+
+        x = _as_bool(a)
+        axes = normalize_axis(axis, x.ndim, name)
+        return _keep(prim(x, axes=axes) if axes else x, x.shape, axes, keepdims)
+
+    fn.__name__ = name
+    return fn
+
+
+all = _bool_reduce(P.reduce_and_p, "all")  # noqa: A001
+any = _bool_reduce(P.reduce_or_p, "any")  # noqa: A001
+
+
+def _arg(prim: P.Primitive, name: str):
+    def fn(a: ArrayLike, axis: int | None = None, keepdims: bool = False) -> Any:
+        from engine.numpy.shapes import ravel, reshape
+
+        x = asarray(a)
+        if axis is None:
+            out = prim(ravel(x), axis=0)
+            return reshape(out, (1,) * x.ndim) if keepdims else out
+        (ax,) = normalize_axis(axis, x.ndim, name)
+        return _keep(prim(x, axis=ax), x.shape, (ax,), keepdims)
+
+    fn.__name__ = name
+    return fn
+
+
+argmax = _arg(P.argmax_p, "argmax")
+argmin = _arg(P.argmin_p, "argmin")
+
+
+def cumsum(a: ArrayLike, axis: int | None = None, dtype: Any = None) -> Any:
+    from engine.numpy.shapes import ravel
+
+    x = asarray(a)
+    if axis is None:
+        x, axis = ravel(x), 0
+    (ax,) = normalize_axis(axis, x.ndim, "cumsum")
+    return _cumsum(convert(x, _accumulator_dtype(x, dtype)), ax, False)
+
+
+def _finite_shift(m: Any) -> Any:
+    """A constant shift for log-sum-exp: the max where finite, else 0; never differentiated."""
+    from engine.numpy.elementwise import isfinite, stop_gradient, where
+
+    return stop_gradient(where(isfinite(m), m, np.zeros((), m.dtype)))
+
+
+def logsumexp(a: ArrayLike, axis: Any = None, keepdims: bool = False, b: ArrayLike | None = None) -> Any:
+    """log(sum(exp(a))) over axis without overflow; its gradient is softmax(a)."""
+    from engine.numpy.elementwise import exp, log
+
+    x = asarray(a)
+    if x.dtype.kind not in "fc":
+        x = convert(x, dtypes.default_float())
+    axes = normalize_axis(axis, x.ndim, "logsumexp")
+    shift = _finite_shift(max(x, axis=axes, keepdims=True)) if axes else _finite_shift(x)
+    terms = exp(x - shift)
+    if b is not None:
+        terms = terms * b
+    out = log(sum(terms, axis=axes, keepdims=True)) + shift
+    return out if keepdims else _keep_off(out, axes)
+
+
+def _keep_off(x: Any, axes: tuple[int, ...]) -> Any:
+    from engine.numpy.shapes import reshape
+
+    return reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in axes))

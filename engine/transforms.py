@@ -1,0 +1,409 @@
+"""JAX's function transformations: grad, value_and_grad, jvp, vjp, jacfwd, jacrev, hessian,
+make_graph. Each traces the user's function into a graph and runs an interpreter over it."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from engine import ad
+from engine.array import Array
+from engine.core import Graph, ShapedArray, Tracer, aval_of, concrete_value, end_trace, new_trace
+from engine.errors import DifferentiationError
+from engine.numpy._base import asarray
+from engine.tree_util import tree_flatten, tree_structure, tree_unflatten
+
+# ----------------------------------------------------------------------------- tracing helpers
+
+
+def _as_leaf(x: Any, where: str) -> Any:
+    if isinstance(x, (Array, Tracer)):
+        return x
+    try:
+        return asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{where}: {type(x).__name__} is not a valid array value ({e})") from None
+
+
+def _leaf_paths(tree: Any) -> list[str]:
+    from engine.tree_util import keystr, tree_flatten_with_path
+
+    return [keystr(p) for p, _ in tree_flatten_with_path(tree)[0]]
+
+
+class TracedFunction:
+    """The result of tracing a Python function on flat leaves: its graph and the output layout."""
+
+    def __init__(self, graph: Graph, out_tree: Any, known: dict | None, n_main: int,
+                 aux_tree: Any = None, aux_static: list | None = None) -> None:
+        self.graph = graph
+        self.out_tree = out_tree
+        self.known = known
+        self.n_main = n_main  # outputs before the aux leaves
+        self.aux_tree = aux_tree
+        self.aux_static = aux_static
+
+
+def trace_function(
+    fun: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], argnums: tuple[int, ...],
+    *, has_aux: bool = False, concrete: bool | None = None,
+) -> tuple[TracedFunction, list[Any], Any]:
+    """Trace `fun(*args, **kwargs)` as a function of the leaves of args[argnums].
+
+    Returns the traced function, the flat input leaves (Arrays or tracers), and their tree.
+    A concrete trace (the default when every input leaf has a value) computes values as it goes,
+    so Python control flow on them works.
+    """
+    dyn = tuple(args[i] for i in argnums)
+    leaves, in_tree = tree_flatten(dyn)
+    leaves = [_as_leaf(x, f"argument {argnums[0] if len(argnums) == 1 else argnums}") for x in leaves]
+    values = [concrete_value(x) for x in leaves]
+    if concrete is None:
+        concrete = all(v is not None for v in values)
+    trace = new_trace(concrete=concrete)
+    aux_tree = aux_static = None
+    try:
+        tracers = [trace.new_input(aval_of(x), v if concrete else None) for x, v in zip(leaves, values)]
+        new_args = list(args)
+        for i, sub in zip(argnums, tree_unflatten(in_tree, tracers)):
+            new_args[i] = sub
+        out = fun(*new_args, **kwargs)
+        if has_aux:
+            if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                raise DifferentiationError(
+                    "with has_aux=True the function must return a pair (output, auxiliary data), "
+                    f"but it returned {type(out).__name__}"
+                )
+            out, aux = out
+        out_leaves, out_tree = tree_flatten(out)
+        out_leaves = [_as_leaf(x, "function output") for x in out_leaves]
+        extra: list[Any] = []
+        if has_aux:
+            aux_leaves, aux_tree = tree_flatten(aux)
+            # Array leaves of aux flow through the graph; anything else is passed back unchanged.
+            aux_static = [None if isinstance(a, (Array, Tracer)) else a for a in aux_leaves]
+            extra = [a for a in aux_leaves if isinstance(a, (Array, Tracer))]
+        graph = trace.to_graph(out_leaves + extra)
+        known = trace.values if concrete else None
+    finally:
+        end_trace(trace)
+    return TracedFunction(graph, out_tree, known, len(out_leaves), aux_tree, aux_static), leaves, in_tree
+
+
+def _rebuild_aux(tf: TracedFunction, aux_values: list[Any]) -> Any:
+    it = iter(aux_values)
+    leaves = [next(it) if s is None else s for s in tf.aux_static]
+    return tree_unflatten(tf.aux_tree, leaves)
+
+
+def _normalize_argnums(argnums: int | Sequence[int], nargs: int, fname: str) -> tuple[int, ...]:
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if not nums:
+        raise ValueError(f"{fname}: argnums must name at least one argument")
+    out = []
+    for n in nums:
+        if not isinstance(n, (int, np.integer)):
+            raise TypeError(f"{fname}: argnums must be ints, got {type(n).__name__}")
+        if not -nargs <= n < nargs:
+            raise DifferentiationError(
+                f"{fname}: argnums {n} is out of range: the function was called with {nargs} "
+                f"positional argument{'s' if nargs != 1 else ''} (valid argnums are 0..{nargs - 1}). "
+                "Pass the argument positionally, or change argnums."
+            )
+        out.append(int(n) % nargs)
+    return tuple(out)
+
+
+def _check_differentiable_inputs(leaves: list[Any], in_tree: Any, argnums: tuple[int, ...],
+                                 fname: str, allow_int: bool) -> list[bool]:
+    wrt = []
+    paths = None
+    for k, x in enumerate(leaves):
+        ok = x.dtype.kind in "fc"
+        if not ok and not allow_int:
+            if paths is None:
+                paths = _leaf_paths(tree_unflatten(in_tree, leaves))
+            where = f"argument {argnums[0]}" if len(argnums) == 1 else "argnums " + str(argnums)
+            raise DifferentiationError(
+                f"{fname} requires floating-point inputs, but {where} at leaf {paths[k] or '(root)'} "
+                f"has dtype {x.dtype}. Integer and boolean values have no derivative: convert the "
+                "input with .astype(jnp.float32), move it out of argnums, or pass allow_int=True "
+                "to get zeros for it."
+            )
+        wrt.append(ok)
+    return wrt
+
+
+# ----------------------------------------------------------------------------- grad
+
+
+def value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False,
+                   allow_int: bool = False) -> Callable[..., Any]:
+    """f -> (x -> (f(x), ∇f(x))); with has_aux, ((f(x), aux), ∇f(x))."""
+    fname = "value_and_grad"
+
+    @functools.wraps(fun)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        nums = _normalize_argnums(argnums, len(args), fname if not wrapped._as_grad else "grad")
+        tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
+        wrt = _check_differentiable_inputs(leaves, in_tree, nums, "grad", allow_int)
+        if tf.n_main != 1 or tf.out_tree.num_leaves != 1:
+            raise DifferentiationError(
+                f"grad requires a function with a single scalar output, but it returned "
+                f"{tf.out_tree}. Return one scalar (e.g. the sum of the values), or use jacrev / "
+                "jacobian for several outputs."
+            )
+        out_aval = _graph_out_aval(tf.graph, 0)
+        if out_aval.shape != ():
+            raise DifferentiationError(
+                f"grad requires a scalar-output function, but the output has shape {out_aval.shape} "
+                f"(dtype {out_aval.dtype}). Reduce it to a scalar (e.g. `.sum()`, or index one "
+                "element), or use jacrev/jacobian for a non-scalar output."
+            )
+        if out_aval.dtype.kind not in "fc":
+            raise DifferentiationError(
+                f"grad requires a floating-point output, but the output has dtype {out_aval.dtype}"
+            )
+        known = tf.known if all(isinstance(x, Array) for x in leaves) and _consts_concrete(tf.graph) else None
+        outs, backward = ad.vjp_graph(tf.graph, leaves, wrt, known)
+        value = outs[0]
+        import engine.numpy as jnp
+
+        cts = backward([jnp.ones((), value.dtype)] + [None] * (len(outs) - 1))
+        grads = [c if c is not None else ad.zeros_for(x) for c, x in zip(cts, leaves)]
+        grad_tree = tree_unflatten(in_tree, grads)
+        grad_out = grad_tree[0] if isinstance(argnums, int) else tuple(grad_tree)
+        if has_aux:
+            aux = _rebuild_aux(tf, outs[1:])
+            return (value, aux), grad_out
+        return value, grad_out
+
+    wrapped._as_grad = False
+    return wrapped
+
+
+def _consts_concrete(graph: Graph) -> bool:
+    return not any(isinstance(c, Tracer) for c in graph.consts)
+
+
+def _graph_out_aval(graph: Graph, i: int) -> ShapedArray:
+    return graph.outvars[i].aval
+
+
+def grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False,
+         allow_int: bool = False) -> Callable[..., Any]:
+    """f -> ∇f: the gradient of a scalar-valued function with respect to args[argnums]."""
+    vg = value_and_grad(fun, argnums, has_aux, allow_int)
+    vg._as_grad = True
+
+    @functools.wraps(fun)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if has_aux:
+            (_, aux), g = vg(*args, **kwargs)
+            return g, aux
+        return vg(*args, **kwargs)[1]
+
+    return wrapped
+
+
+# ----------------------------------------------------------------------------- jvp / vjp
+
+
+def jvp(fun: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any],
+        has_aux: bool = False) -> Any:
+    """(f, primals, tangents) -> (f(*primals), J f(primals) · tangents)."""
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError("jvp: primals and tangents must be tuples or lists of the function's arguments, "
+                        f"got {type(primals).__name__} and {type(tangents).__name__}")
+    if len(primals) != len(tangents):
+        raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents were given; pass "
+                         "one tangent per argument")
+    p_tree = tree_structure(tuple(primals))
+    t_leaves, t_tree = tree_flatten(tuple(tangents))
+    if p_tree != t_tree:
+        from engine.tree_util import describe_mismatch
+
+        raise ValueError(f"jvp: primals and tangents must have the same tree structure; "
+                         f"{describe_mismatch(p_tree, t_tree)}")
+    nums = tuple(range(len(primals)))
+    tf, leaves, _ = trace_function(fun, tuple(primals), {}, nums, has_aux=has_aux)
+    tans = []
+    for k, (x, t) in enumerate(zip(leaves, t_leaves)):
+        t = asarray(t) if not isinstance(t, (Array, Tracer)) else t
+        if tuple(t.shape) != tuple(x.shape):
+            raise ValueError(f"jvp: tangent {k} has shape {tuple(t.shape)} but its primal has shape "
+                             f"{tuple(x.shape)}; each tangent must match its primal's shape")
+        if x.dtype.kind in "fc" and t.dtype != x.dtype:
+            raise TypeError(f"jvp: tangent {k} has dtype {t.dtype} but its primal has dtype {x.dtype}; "
+                            "tangents must match their primals' dtype")
+        tans.append(t if x.dtype.kind in "fc" else None)
+    outs, out_t = ad.jvp_graph(tf.graph, leaves, tans)
+    n = tf.n_main
+    out_t = [t if t is not None else ad.zeros_for(o) for t, o in zip(out_t[:n], outs[:n])]
+    primal_out = tree_unflatten(tf.out_tree, outs[:n])
+    tangent_out = tree_unflatten(tf.out_tree, out_t)
+    if has_aux:
+        return primal_out, tangent_out, _rebuild_aux(tf, outs[n:])
+    return primal_out, tangent_out
+
+
+def vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> Any:
+    """(f, *primals) -> (f(*primals), vjp_fun) where vjp_fun(ct) = ct · J f(primals)."""
+    nums = tuple(range(len(primals)))
+    tf, leaves, in_tree = trace_function(fun, primals, {}, nums, has_aux=has_aux)
+    wrt = [x.dtype.kind in "fc" for x in leaves]
+    known = tf.known if all(isinstance(x, Array) for x in leaves) and _consts_concrete(tf.graph) else None
+    outs, backward = ad.vjp_graph(tf.graph, leaves, wrt, known)
+    n = tf.n_main
+    primal_out = tree_unflatten(tf.out_tree, outs[:n])
+
+    def vjp_fun(cotangent: Any) -> tuple[Any, ...]:
+        ct_leaves, ct_tree = tree_flatten(cotangent)
+        if ct_tree != tf.out_tree:
+            from engine.tree_util import describe_mismatch
+
+            raise ValueError("vjp: the cotangent must have the structure of the function's output; "
+                             f"{describe_mismatch(tf.out_tree, ct_tree)}")
+        cts = []
+        for k, (c, o) in enumerate(zip(ct_leaves, outs[:n])):
+            c = asarray(c) if not isinstance(c, (Array, Tracer)) else c
+            if tuple(c.shape) != tuple(o.shape):
+                raise ValueError(f"vjp: cotangent leaf {k} has shape {tuple(c.shape)} but the output "
+                                 f"has shape {tuple(o.shape)}")
+            if o.dtype.kind in "fc" and c.dtype != o.dtype:
+                c = asarray(c, o.dtype)
+            cts.append(c if o.dtype.kind in "fc" else None)
+        grads = backward(cts + [None] * (len(outs) - n))
+        grads = [g if g is not None else ad.zeros_for(x) for g, x in zip(grads, leaves)]
+        return tuple(tree_unflatten(in_tree, grads))
+
+    if has_aux:
+        return primal_out, vjp_fun, _rebuild_aux(tf, outs[n:])
+    return primal_out, vjp_fun
+
+
+# ----------------------------------------------------------------------------- jacobians
+
+
+def _stack_rows(rows: list[Any], shape: tuple[int, ...], dtype: Any) -> Any:
+    import engine.numpy as jnp
+
+    if not rows:
+        return jnp.zeros(shape, dtype)
+    return jnp.reshape(jnp.stack(rows), shape)
+
+
+def jacrev(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False,
+           allow_int: bool = False) -> Callable[..., Any]:
+    """The Jacobian by reverse mode, one backward pass per output element.
+
+    Result structure (as JAX): the output's tree, each leaf replaced by the argument tree, each of
+    whose leaves has shape output_leaf.shape + input_leaf.shape.
+    """
+
+    @functools.wraps(fun)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        import engine.numpy as jnp
+
+        nums = _normalize_argnums(argnums, len(args), "jacrev")
+        tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
+        wrt = _check_differentiable_inputs(leaves, in_tree, nums, "jacrev", allow_int)
+        known = tf.known if all(isinstance(x, Array) for x in leaves) and _consts_concrete(tf.graph) else None
+        outs, backward = ad.vjp_graph(tf.graph, leaves, wrt, known)
+        n = tf.n_main
+        per_output = []
+        for j, out in enumerate(outs[:n]):
+            rows: list[list[Any]] = [[] for _ in leaves]
+            for k in range(out.size):
+                basis = np.zeros(out.size, dtype=out.dtype)
+                basis[k] = 1
+                cts = [None] * len(outs)
+                cts[j] = asarray(basis.reshape(out.shape), out.dtype)
+                grads = backward(cts)
+                for i, (g, x) in enumerate(zip(grads, leaves)):
+                    rows[i].append(jnp.ravel(g) if g is not None else jnp.zeros((x.size,), x.dtype))
+            jac_leaves = [
+                _stack_rows(r, tuple(out.shape) + tuple(x.shape), x.dtype) for r, x in zip(rows, leaves)
+            ]
+            tree = tree_unflatten(in_tree, jac_leaves)
+            per_output.append(tree[0] if isinstance(argnums, int) else tuple(tree))
+        result = tree_unflatten(tf.out_tree, per_output)
+        if has_aux:
+            return result, _rebuild_aux(tf, outs[n:])
+        return result
+
+    return wrapped
+
+
+def jacfwd(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable[..., Any]:
+    """The Jacobian by forward mode, one tangent per input element (same structure as jacrev)."""
+
+    @functools.wraps(fun)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        import engine.numpy as jnp
+
+        nums = _normalize_argnums(argnums, len(args), "jacfwd")
+        tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
+        _check_differentiable_inputs(leaves, in_tree, nums, "jacfwd", False)
+        n = tf.n_main
+        columns: list[list[list[Any]]] = [[[] for _ in leaves] for _ in range(n)]
+        outs = None
+        for i, x in enumerate(leaves):
+            for k in range(x.size):
+                basis = np.zeros(x.size, dtype=x.dtype)
+                basis[k] = 1
+                tans = [None] * len(leaves)
+                tans[i] = asarray(basis.reshape(x.shape), x.dtype)
+                outs, out_t = ad.jvp_graph(tf.graph, leaves, tans)
+                for j in range(n):
+                    t = out_t[j]
+                    columns[j][i].append(jnp.ravel(t) if t is not None else jnp.zeros((outs[j].size,), x.dtype))
+        if outs is None:
+            outs = ad.jvp_graph(tf.graph, leaves, [None] * len(leaves))[0]
+        per_output = []
+        for j, out in enumerate(outs[:n]):
+            jac_leaves = []
+            for i, x in enumerate(leaves):
+                cols = columns[j][i]
+                if cols:
+                    mat = jnp.stack(cols, axis=-1)
+                    jac_leaves.append(jnp.reshape(mat, tuple(out.shape) + tuple(x.shape)))
+                else:
+                    jac_leaves.append(jnp.zeros(tuple(out.shape) + tuple(x.shape), x.dtype))
+            tree = tree_unflatten(in_tree, jac_leaves)
+            per_output.append(tree[0] if isinstance(argnums, int) else tuple(tree))
+        result = tree_unflatten(tf.out_tree, per_output)
+        if has_aux:
+            return result, _rebuild_aux(tf, outs[n:])
+        return result
+
+    return wrapped
+
+
+jacobian = jacrev
+
+
+def hessian(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable[..., Any]:
+    """Second derivatives: forward mode over reverse mode."""
+    return jacfwd(jacrev(fun, argnums, has_aux=has_aux), argnums, has_aux=has_aux)
+
+
+# ----------------------------------------------------------------------------- graphs
+
+
+def make_graph(fun: Callable[..., Any], static_argnums: int | Sequence[int] = ()) -> Callable[..., Graph]:
+    """f -> (*args -> Graph): trace f abstractly (shapes and dtypes only) into the IR."""
+    statics = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+
+    @functools.wraps(fun)
+    def wrapped(*args: Any, **kwargs: Any) -> Graph:
+        nums = tuple(i for i in range(len(args)) if i not in statics)
+        tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, concrete=False)
+        graph = tf.graph
+        graph.in_tree = in_tree
+        graph.out_tree = tf.out_tree
+        return graph
+
+    return wrapped
