@@ -25,7 +25,7 @@ def optimize(graph: Graph, *, max_rounds: int = 8) -> Graph:
               list(graph.outvars))
     for _ in range(max_rounds):
         before = (len(g.eqns), len(g.constvars))
-        g = eliminate_dead_code(eliminate_common_subexpressions(simplify(fold_constants(g))))
+        g = eliminate_dead_code(eliminate_common_subexpressions(canonicalize_arithmetic(simplify(fold_constants(g)))))
         if (len(g.eqns), len(g.constvars)) == before:
             break
     for attr in ("in_tree", "out_tree"):
@@ -226,3 +226,197 @@ def simplify(graph: Graph) -> Graph:
             producers[v] = new
         kept.append(new)
     return _rebuild(graph, kept, subst)
+
+
+# ----------------------------------------------------------------------------- canonical sums and products
+
+_POLY_PRIMS = ("add", "sub", "neg", "mul", "integer_pow")
+
+# A polynomial form: (constant, {monomial: coefficient}); a monomial is a sorted tuple of
+# (atom, power) pairs, where an atom is a variable of the rewritten graph.
+Form = tuple[float, dict[tuple, float]]
+
+
+def _atom_form(atom: Any) -> Form:
+    return 0.0, {((atom, 1),): 1.0}
+
+
+def _scale(form: Form, c: float) -> Form:
+    const, terms = form
+    return const * c, {m: k * c for m, k in terms.items()}
+
+
+def _sum(a: Form, b: Form, sign: float = 1.0) -> Form:
+    terms = dict(a[1])
+    for m, k in b[1].items():
+        total = terms.get(m, 0.0) + sign * k
+        if total == 0.0:
+            terms.pop(m, None)
+        else:
+            terms[m] = total
+    return a[0] + sign * b[0], terms
+
+
+def _monomial_product(m1: tuple, m2: tuple) -> tuple:
+    powers: dict[Any, int] = {}
+    for atom, p in m1 + m2:
+        powers[atom] = powers.get(atom, 0) + p
+    return tuple(sorted(powers.items(), key=lambda item: item[0].count))
+
+
+class _Canonicalizer:
+    """Rewrites chains of +, -, *, negation and integer powers into canonical sums of
+    monomials, so equal expressions built in different orders become one node.
+
+    Products of sums are never expanded (a sum used as a factor stays a single atom), so values
+    are computed in the same factored way as before and no cancellation is introduced.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.eqns: list[Eqn] = []
+        self.subst: dict[Var, Any] = {}
+        self.forms: dict[Var, Form] = {}
+        self.avals: dict[Var, Any] = {}
+        self.cache: dict[Any, Any] = {}
+
+    def _emit(self, prim_name: str, inputs: list[Any], aval: Any, attrs: dict[str, Any]) -> Var:
+        from engine.primitives import PRIMITIVES
+
+        key = (prim_name, tuple(_atom_key(a) for a in inputs), tuple(sorted(attrs.items())))
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        out = Var(aval)
+        self.eqns.append(Eqn(PRIMITIVES[prim_name], inputs, [out], attrs))
+        self.cache[key] = out
+        return out
+
+    def _literal(self, value: float, dtype: np.dtype) -> Literal:
+        return Literal(np.asarray(value, dtype=dtype)[()])
+
+    def materialize(self, var: Var) -> Any:
+        """The rewritten graph's atom holding var's value."""
+        if var in self.subst:
+            return self.subst[var]
+        form = self.forms[var]
+        aval = self.avals[var]
+        atom = self._emit_form(form, aval)
+        self.subst[var] = atom
+        return atom
+
+    def _emit_monomial(self, mono: tuple, aval: Any) -> Any:
+        acc = None
+        for atom, power in mono:
+            factor = atom if power == 1 else self._emit("integer_pow", [atom], aval, {"y": power})
+            acc = factor if acc is None else self._emit("mul", [acc, factor], aval, {})
+        return acc
+
+    def _emit_form(self, form: Form, aval: Any) -> Any:
+        const, terms = form
+        dtype = aval.dtype
+        acc = None
+        for mono in sorted(terms, key=lambda m: tuple((a.count, p) for a, p in m)):
+            coeff = terms[mono]
+            term = self._emit_monomial(mono, aval)
+            if acc is None:
+                if coeff == -1.0:
+                    term = self._emit("neg", [term], aval, {})
+                elif coeff != 1.0:
+                    term = self._emit("mul", [term, self._literal(coeff, dtype)], aval, {})
+                acc = term
+            elif coeff == 1.0:
+                acc = self._emit("add", [acc, term], aval, {})
+            elif coeff == -1.0:
+                acc = self._emit("sub", [acc, term], aval, {})
+            else:
+                scaled = self._emit("mul", [term, self._literal(coeff, dtype)], aval, {})
+                acc = self._emit("add", [acc, scaled], aval, {})
+        if acc is None:
+            lit = self._literal(const, dtype)
+            return lit if aval.shape == () else self._emit("broadcast_to", [lit], aval, {"shape": aval.shape})
+        if const != 0.0:
+            if len(terms) == 1 and next(iter(terms.values())) == -1.0:  # c - m, not c + (-m)
+                plain = self._emit_monomial(next(iter(terms)), aval)
+                return self._emit("sub", [self._literal(const, dtype), plain], aval, {})
+            acc = self._emit("add", [acc, self._literal(const, dtype)], aval, {})
+        return acc
+
+    def _form_of(self, atom: Any) -> Form | None:
+        if isinstance(atom, Literal):
+            value = np.asarray(atom.value)
+            return (float(value), {}) if value.ndim == 0 else None
+        # Once a sum has been given a node of its own (because it is a factor of a product), it
+        # stays that node: later sums use it as a whole rather than re-merging its terms, which
+        # keeps expressions factored as differentiation wrote them (no new cancellation).
+        if atom in self.subst:
+            return _atom_form(self.subst[atom])
+        if atom in self.forms:
+            return self.forms[atom]
+        return _atom_form(atom)
+
+    def _factor(self, var: Any, form: Form) -> tuple[float, tuple] | None:
+        """form as coefficient * monomial, with a sum turned into an atom of its own."""
+        const, terms = form
+        if const == 0.0 and len(terms) == 1:
+            (mono, coeff), = terms.items()
+            return coeff, mono
+        if not terms:
+            return None
+        return 1.0, ((self.materialize(var) if isinstance(var, Var) else var, 1),)
+
+    def _polynomial_form(self, eqn: Eqn, inputs: list[Any]) -> Form | None:
+        out = eqn.outputs[0]
+        if out.aval.dtype.kind != "f":
+            return None
+        for a in inputs:
+            if isinstance(a, Literal):
+                if np.ndim(a.value) != 0 or a.aval.dtype != out.aval.dtype:
+                    return None
+            elif a.aval != out.aval:
+                return None
+        forms = [self._form_of(a) for a in inputs]
+        if any(f is None for f in forms):
+            return None
+        name = eqn.prim.name
+        if name == "add":
+            return _sum(forms[0], forms[1])
+        if name == "sub":
+            return _sum(forms[0], forms[1], -1.0)
+        if name == "neg":
+            return _scale(forms[0], -1.0)
+        if name == "mul":
+            (c0, t0), (c1, t1) = forms
+            if not t0:
+                return _scale(forms[1], c0)
+            if not t1:
+                return _scale(forms[0], c1)
+            f0 = self._factor(inputs[0], forms[0])
+            f1 = self._factor(inputs[1], forms[1])
+            return 0.0, {_monomial_product(f0[1], f1[1]): f0[0] * f1[0]}
+        if name == "integer_pow":
+            y = eqn.attrs["y"]
+            if y < 1:
+                return None
+            coeff, mono = self._factor(inputs[0], forms[0])
+            return 0.0, {tuple((a, p * y) for a, p in mono): coeff ** y}
+        return None
+
+    def run(self) -> Graph:
+        for eqn in self.graph.eqns:
+            if eqn.prim.name in _POLY_PRIMS and not eqn.prim.multiple_results:
+                form = self._polynomial_form(eqn, eqn.inputs)
+                if form is not None:
+                    self.forms[eqn.outputs[0]] = form
+                    self.avals[eqn.outputs[0]] = eqn.outputs[0].aval
+                    continue
+            inputs = [self.materialize(a) if isinstance(a, Var) and a in self.forms else self.subst.get(a, a)
+                      if isinstance(a, Var) else a for a in eqn.inputs]
+            self.eqns.append(Eqn(eqn.prim, inputs, eqn.outputs, eqn.attrs))
+        outvars = [self.materialize(a) if isinstance(a, Var) and a in self.forms else a
+                   for a in self.graph.outvars]
+        return Graph(self.graph.invars, self.graph.constvars, self.graph.consts, self.eqns, outvars)
+
+
+def canonicalize_arithmetic(graph: Graph) -> Graph:
+    return _Canonicalizer(graph).run()
