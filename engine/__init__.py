@@ -26,9 +26,14 @@ from engine import scipy  # noqa: E402,F401
 from engine.custom import custom_vjp  # noqa: E402
 from engine.jit import jit  # noqa: E402
 from engine.test_util import check_gradients  # noqa: E402
+from engine.optimize import optimize  # noqa: E402
+from engine.serialize import GraphFormatError, GraphFunction, load_graph  # noqa: E402
+from engine.expr import ExprError, Program, compile_expression  # noqa: E402
+from engine.limits import LimitExceeded, Limits  # noqa: E402
 
 __all__ = [
-    "Array", "ConcretizationError", "DifferentiationError", "EngineError", "EscapedTracerError",
+    "Array", "ConcretizationError", "ExprError", "GraphFormatError", "GraphFunction", "LimitExceeded",
+    "Limits", "Program", "compile_expression", "load_graph", "optimize", "DifferentiationError", "EngineError", "EscapedTracerError",
     "Graph", "GradientCheckError", "ShapedArray", "TracerArrayConversionError", "check_gradients",
     "config", "custom_vjp", "grad", "hessian", "jacfwd", "jacobian", "jacrev", "jit", "jvp",
     "make_graph", "nn", "numpy", "random", "scipy", "stop_gradient", "tree_util",

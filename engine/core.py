@@ -110,6 +110,42 @@ class Graph:
     def num_nodes(self) -> int:
         return len(self.eqns)
 
+    def to_json(self, encoding: str = "json") -> dict[str, Any]:
+        """The `nabla.graph/1` document of this graph (see engine.serialize)."""
+        from engine.serialize import graph_to_json
+
+        return graph_to_json(self, getattr(self, "param_names", None), encoding)
+
+    def __call__(self, *args: Any) -> Any:
+        """Evaluate on arrays (or on tracers, so a graph can be transformed like a function).
+
+        Arguments follow the traced function's signature when the graph remembers it.
+        """
+        from engine.numpy._base import asarray
+
+        in_tree = getattr(self, "in_tree", None)
+        if in_tree is not None:
+            from engine.tree_util import tree_flatten, tree_unflatten
+
+            leaves, tree = tree_flatten(args)
+            if tree != in_tree:
+                raise TypeError(f"this graph takes arguments structured as {in_tree}, got {tree}")
+        else:
+            leaves = list(args)
+        if len(leaves) != len(self.invars):
+            raise TypeError(f"this graph takes {len(self.invars)} array argument(s), got {len(leaves)}")
+        leaves = [x if isinstance(x, Tracer) else asarray(x) for x in leaves]
+        for i, (v, x) in enumerate(zip(self.invars, leaves)):
+            if tuple(x.shape) != v.aval.shape or x.dtype != v.aval.dtype:
+                raise TypeError(f"argument {i} must be {v.aval.str_short()}, got {x.dtype.name}{list(x.shape)}")
+        outs = eval_graph(self, leaves)
+        out_tree = getattr(self, "out_tree", None)
+        if out_tree is not None:
+            from engine.tree_util import tree_unflatten
+
+            return tree_unflatten(out_tree, outs)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
     def __str__(self) -> str:
         from engine.graph_printer import format_graph
 
@@ -168,6 +204,39 @@ class Trace:
 
 
 _trace_stack: list[Trace] = []
+
+# The most elements any single array may have while an `element_budget` is in force (None: no
+# bound). Shapes are inferred before anything runs, so an oversized result is refused before it
+# is allocated, whether the operation is traced or computed eagerly.
+_element_budget: list[int | None] = [None]
+
+
+class element_budget:  # noqa: N801 - used as a context manager
+    """Within this context, refuse to create any array of more than `limit` elements."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+
+    def __enter__(self) -> None:
+        _element_budget.append(self.limit)
+
+    def __exit__(self, *exc: Any) -> None:
+        _element_budget.pop()
+
+
+def check_elements(shape: tuple[int, ...], what: str) -> None:
+    limit = _element_budget[-1]
+    if limit is None:
+        return
+    size = 1
+    for n in shape:
+        size *= int(n)
+    if size > limit:
+        from engine.limits import LimitExceeded
+
+        raise LimitExceeded(f"{what} would have shape {tuple(shape)}: {size} elements, over the limit of "
+                            f"{limit} (max_array_elements)", limit="max_array_elements", value=size,
+                            maximum=limit)
 
 
 def new_trace(concrete: bool) -> Trace:
@@ -241,16 +310,30 @@ def bind(prim: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Any:
     if top is None:
         from engine.array import Array
 
-        out = prim.impl(*[a._value for a in args], **attrs)
+        if _element_budget[-1] is not None:
+            _check_out_avals(prim, prim.abstract(*[aval_of(a) for a in args], **attrs))
+        try:
+            out = prim.impl(*[a._value for a in args], **attrs)
+        except (ValueError, TypeError, IndexError):
+            # NumPy's own message (e.g. a broadcast failure): raise the shape rule's clearer one.
+            prim.abstract(*[aval_of(a) for a in args], **attrs)
+            raise
         if prim.multiple_results:
             return tuple(Array(np.asarray(o)) if not isinstance(o, np.generic) else Array(o) for o in out)
         return Array(out if isinstance(out, (np.ndarray, np.generic)) else np.asarray(out))
     return emit(top, prim, args, attrs)
 
 
+def _check_out_avals(prim: Primitive, out_avals: Any) -> None:
+    for av in out_avals if prim.multiple_results else [out_avals]:
+        check_elements(av.shape, f"the result of `{prim.name}`")
+
+
 def emit(trace: Trace, prim: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Any:
     avals = [aval_of(a) for a in args]
     out_avals = prim.abstract(*avals, **attrs)
+    if _element_budget[-1] is not None:
+        _check_out_avals(prim, out_avals)
     inputs = [trace.atom_for(a) for a in args]
     value = None
     if trace.concrete:

@@ -8,13 +8,19 @@ import numpy as np
 
 from engine import dtypes
 from engine.array import Array
+from engine.core import check_elements
 from engine.numpy._base import ArrayLike, asarray
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)):
-        return (int(shape),)
-    return tuple(int(n) for n in shape)
+    if isinstance(shape, (int, np.integer)) or getattr(shape, "ndim", None) == 0:
+        dims = (int(shape),)  # a traced scalar raises ConcretizationError here
+    else:
+        dims = tuple(int(n) for n in shape)
+    if any(n < 0 for n in dims):
+        raise ValueError(f"negative dimensions are not allowed: {dims}")
+    check_elements(dims, "a new array")
+    return dims
 
 
 def _const(value: np.ndarray) -> Array:
@@ -59,14 +65,18 @@ def _dtype_of(a: ArrayLike) -> np.dtype:
 
 
 def arange(start: Any, stop: Any = None, step: Any = None, dtype: Any = None) -> Array:
-    values = np.arange(start, stop, step) if stop is not None else np.arange(start) if step is None \
-        else np.arange(0, start, step)
+    lo, hi, by = (0, start, 1 if step is None else step) if stop is None else (start, stop, 1 if step is None else step)
+    if by == 0:
+        raise ValueError("arange: step cannot be zero")
+    check_elements((max(0, int(np.ceil((float(hi) - float(lo)) / float(by)))),), "arange")
+    values = np.arange(lo, hi, by)
     target = np.dtype(dtype) if dtype is not None else dtypes.canonicalize(values.dtype)
     return _const(values.astype(target))
 
 
 def linspace(start: Any, stop: Any, num: int = 50, endpoint: bool = True, retstep: bool = False,
              dtype: Any = None, axis: int = 0) -> Any:
+    check_elements((int(num),), "linspace")
     values, step = np.linspace(np.asarray(start), np.asarray(stop), num, endpoint=endpoint, retstep=True, axis=axis)
     target = np.dtype(dtype) if dtype is not None else dtypes.default_float()
     out = _const(values.astype(target))
@@ -74,6 +84,7 @@ def linspace(start: Any, stop: Any, num: int = 50, endpoint: bool = True, retste
 
 
 def eye(N: int, M: int | None = None, k: int = 0, dtype: Any = None) -> Array:  # noqa: N803
+    check_elements((int(N), int(N if M is None else M)), "eye")
     return _const(np.eye(N, M, k, dtype=np.dtype(dtype) if dtype is not None else dtypes.default_float()))
 
 

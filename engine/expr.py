@@ -1,0 +1,437 @@
+"""The expression language: a safe subset of Python syntax for sending functions as text.
+
+    z = inputs @ W + b
+    p = sigmoid(z)
+    -sum(log(p * targets + (1 - p) * (1 - targets)))
+
+A program is zero or more `name = expression` lines and a final expression, its output (a tuple
+`(loss, aux)` is allowed for has_aux). The source is parsed with `ast` and checked against an
+allow-list before anything runs; it is then interpreted node by node, calling engine.numpy
+functions, so it is never executed by Python and can be traced and differentiated like any
+Python function. Every error carries the line and column of the construct at fault.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+import engine.numpy as jnp
+from engine import nn
+from engine.errors import EngineError
+from engine.limits import DEFAULT_LIMITS, LimitExceeded, Limits
+from engine.numpy import linalg
+from engine.scipy import special
+
+
+class ExprError(EngineError, ValueError):
+    """A program was rejected or failed; `line` and `col` (1-based) locate the construct."""
+
+    def __init__(self, message: str, line: int | None = None, col: int | None = None, *,
+                 kind: str = "invalid") -> None:
+        where = f"line {line}, column {col}: " if line is not None else ""
+        super().__init__(where + message)
+        self.line = line
+        self.col = col
+        self.kind = kind
+        self.bare_message = message
+
+
+def _functions() -> dict[str, Callable[..., Any]]:
+    numpy_names = [
+        "array", "asarray", "zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "arange",
+        "linspace", "eye", "add", "subtract", "multiply", "divide", "negative", "power", "square", "sqrt",
+        "reciprocal", "abs", "absolute", "sign", "exp", "expm1", "exp2", "log", "log1p", "log2", "log10",
+        "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh", "tanh", "arcsinh",
+        "arccosh", "arctanh", "maximum", "minimum", "clip", "where", "logaddexp", "floor", "ceil", "round",
+        "trunc", "equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "logical_and",
+        "logical_or", "logical_not", "logical_xor", "isnan", "isfinite", "isinf", "sum", "mean", "prod",
+        "max", "min", "amax", "amin", "var", "std", "cumsum", "argmax", "argmin", "all", "any", "dot",
+        "vdot", "matmul", "inner", "outer", "tensordot", "einsum", "trace", "diag", "diagonal", "reshape",
+        "ravel", "transpose", "swapaxes", "moveaxis", "expand_dims", "squeeze", "broadcast_to",
+        "concatenate", "stack", "hstack", "vstack", "tile", "repeat", "flip", "take", "stop_gradient",
+        "mod", "remainder", "floor_divide", "float_power", "atleast_1d", "atleast_2d", "erf", "logsumexp",
+    ]
+    table: dict[str, Callable[..., Any]] = {name: getattr(jnp, name) for name in numpy_names}
+    for name in ("solve", "inv", "det", "cholesky", "norm"):
+        table[f"linalg.{name}"] = getattr(linalg, name)
+    table["linalg.slogdet"] = lambda a: tuple(linalg.slogdet(a))
+    for name in ("sigmoid", "relu", "softplus", "softmax", "log_softmax", "logsumexp", "log_sigmoid",
+                 "one_hot"):
+        table[name if name not in table else f"nn.{name}"] = getattr(nn, name)
+        table[f"nn.{name}"] = getattr(nn, name)
+    for name in ("expit", "logit", "erf", "logsumexp"):
+        table.setdefault(name, getattr(special, name))
+        table[f"special.{name}"] = getattr(special, name)
+        table[f"scipy.special.{name}"] = getattr(special, name)
+    return table
+
+
+FUNCTIONS = _functions()
+CONSTANTS: dict[str, Any] = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan}
+_PREFIXES = ("np.", "jnp.", "numpy.", "jax.numpy.", "jax.")
+_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint32", "bool")
+# Functions whose results are allocated from their arguments at once: sizes are checked first.
+_CREATION = {"zeros", "ones", "full", "eye", "arange", "linspace"}
+
+_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: jnp.add, ast.Sub: jnp.subtract, ast.Mult: jnp.multiply, ast.Div: jnp.divide,
+    ast.Pow: jnp.power, ast.MatMult: jnp.matmul, ast.FloorDiv: jnp.floor_divide, ast.Mod: jnp.remainder,
+}
+_COMPARE: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Lt: jnp.less, ast.LtE: jnp.less_equal, ast.Gt: jnp.greater, ast.GtE: jnp.greater_equal,
+    ast.Eq: jnp.equal, ast.NotEq: jnp.not_equal,
+}
+_UNARY: dict[type, Callable[[Any], Any]] = {
+    ast.USub: jnp.negative, ast.UAdd: jnp.positive, ast.Not: jnp.logical_not, ast.Invert: jnp.logical_not,
+}
+_DESCRIBE = {
+    ast.Attribute: "attribute access", ast.Lambda: "lambda", ast.ListComp: "a list comprehension",
+    ast.SetComp: "a set comprehension", ast.DictComp: "a dict comprehension",
+    ast.GeneratorExp: "a generator expression", ast.Import: "import", ast.ImportFrom: "import",
+    ast.FunctionDef: "a function definition", ast.ClassDef: "a class definition", ast.Dict: "a dict",
+    ast.Set: "a set", ast.IfExp: "a conditional expression (use where(cond, a, b))",
+    ast.BoolOp: "'and'/'or' (use logical_and/logical_or)", ast.Starred: "unpacking with *",
+    ast.JoinedStr: "an f-string", ast.Await: "await", ast.Yield: "yield", ast.NamedExpr: "':='",
+    ast.For: "a for loop", ast.While: "a while loop", ast.If: "an if statement", ast.With: "with",
+    ast.Delete: "del", ast.Global: "global", ast.Nonlocal: "nonlocal", ast.Raise: "raise",
+    ast.Try: "try", ast.Assert: "assert", ast.Return: "return", ast.AugAssign: "augmented assignment",
+    ast.AnnAssign: "annotated assignment", ast.Pass: "pass", ast.Break: "break", ast.Continue: "continue",
+}
+
+
+def _loc(node: ast.AST) -> tuple[int | None, int | None]:
+    line = getattr(node, "lineno", None)
+    col = getattr(node, "col_offset", None)
+    return line, (col + 1 if col is not None else None)
+
+
+def _fail(node: ast.AST, message: str, kind: str = "invalid") -> ExprError:
+    return ExprError(message, *_loc(node), kind=kind)
+
+
+def _dotted(node: ast.AST) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _function_name(dotted: str) -> str:
+    for prefix in _PREFIXES:
+        if dotted.startswith(prefix):
+            return dotted[len(prefix):]
+    return dotted
+
+
+class Program:
+    """A parsed and validated program; call it with one array per declared parameter."""
+
+    def __init__(self, source: str, params: list[str], limits: Limits = DEFAULT_LIMITS) -> None:
+        if not isinstance(source, str):
+            raise ExprError("the expression must be a string")
+        self.source = source
+        self.limits = limits
+        if len(source) > limits.max_source_chars:
+            raise ExprError(f"the source has {len(source)} characters, over the limit of "
+                            f"{limits.max_source_chars} (max_source_chars)", kind="limit")
+        self.params = self._check_params(params)
+        try:
+            tree = ast.parse(source, mode="exec")
+        except SyntaxError as e:
+            raise ExprError(f"syntax error: {e.msg}", e.lineno, e.offset) from None
+        except (RecursionError, MemoryError):
+            raise ExprError("the expression is nested too deeply to parse", kind="limit") from None
+        self._check_size(tree)
+        self.assignments, self.output = self._split(tree)
+        self._validate()
+
+    def _check_params(self, params: Any) -> list[str]:
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            raise ExprError("params must be a list of parameter names")
+        for p in params:
+            if not p.isidentifier() or p.startswith("__") or p in FUNCTIONS or p in CONSTANTS:
+                raise ExprError(f"{p!r} cannot be a parameter name: use an identifier that is not a "
+                                "function or constant name and does not start with '__'")
+        if len(set(params)) != len(params):
+            raise ExprError("params contain a duplicate name")
+        return list(params)
+
+    def _check_size(self, tree: ast.AST) -> None:
+        """Count nodes and measure depth without recursion, before anything walks the tree."""
+        count = 0
+        stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+        while stack:
+            node, depth = stack.pop()
+            count += 1
+            if depth > self.limits.max_depth:
+                raise _fail(node, f"the expression is nested {depth} levels deep, over the limit of "
+                                  f"{self.limits.max_depth} (max_depth)", kind="limit")
+            if count > self.limits.max_nodes:
+                raise ExprError(f"the program has more than {self.limits.max_nodes} syntax nodes "
+                                "(max_nodes)", kind="limit")
+            stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+    def _split(self, tree: ast.Module) -> tuple[list[tuple[str, ast.expr, ast.AST]], ast.expr]:
+        body = tree.body
+        if not body:
+            raise ExprError("the program is empty: it must end with an expression, its output")
+        assignments = []
+        for stmt in body[:-1]:
+            if not isinstance(stmt, ast.Assign):
+                if isinstance(stmt, ast.Expr):
+                    raise _fail(stmt, "only the last line may be a bare expression; earlier lines must "
+                                      "be assignments `name = expression`")
+                raise _fail(stmt, f"{_DESCRIBE.get(type(stmt), type(stmt).__name__)} is not allowed; "
+                                  "lines must be `name = expression`")
+            if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
+                raise _fail(stmt, "assign to a single name (`name = expression`); unpacking and "
+                                  "subscript or attribute targets are not allowed")
+            assignments.append((stmt.targets[0].id, stmt.value, stmt.targets[0]))
+        last = body[-1]
+        if not isinstance(last, ast.Expr):
+            what = _DESCRIBE.get(type(last))
+            if what is not None and not isinstance(last, ast.Assign):
+                raise _fail(last, f"{what} is not allowed; the last line must be an expression, the output")
+            raise _fail(last, "the last line must be an expression: the function's output")
+        return assignments, last.value
+
+    # ------------------------------------------------------------------ validation
+
+    def _validate(self) -> None:
+        names = set(self.params)
+        for name, value, target in self.assignments:
+            self._check_expr(value, names)
+            if name.startswith("__") or name in FUNCTIONS:
+                raise _fail(target, f"{name!r} cannot be assigned: it is reserved")
+            names.add(name)
+        self._check_expr(self.output, names)
+
+    def _check_expr(self, root: ast.expr, names: set[str]) -> None:
+        stack: list[ast.AST] = [root]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ast.Name):
+                if node.id.startswith("__"):
+                    raise _fail(node, f"dunder name {node.id!r} is not allowed")
+                if node.id not in names and node.id not in CONSTANTS and node.id not in ("True", "False"):
+                    hint = " (it is a function: call it)" if node.id in FUNCTIONS else \
+                        f"; declared parameters are {self.params}"
+                    raise _fail(node, f"undeclared name {node.id!r}{hint}")
+            elif isinstance(node, ast.Constant):
+                if isinstance(node.value, str):
+                    if len(node.value) > 64:
+                        raise _fail(node, "string arguments are limited to 64 characters")
+                elif node.value is not None and node.value is not Ellipsis and not isinstance(
+                        node.value, (bool, int, float)):
+                    raise _fail(node, f"constant {node.value!r} is not allowed (numbers only)")
+                elif isinstance(node.value, int) and not isinstance(node.value, bool) and abs(node.value) > 2**53:
+                    raise _fail(node, f"integer literal {node.value} is too large")
+            elif isinstance(node, ast.Call):
+                dotted = _dotted(node.func)
+                if dotted is None:
+                    raise _fail(node, "only functions can be called, by name (e.g. `tanh(x)`)")
+                if any(part.startswith("__") for part in dotted.split(".")):
+                    raise _fail(node, f"dunder name in {dotted!r} is not allowed")
+                fname = _function_name(dotted)
+                if fname not in FUNCTIONS:
+                    raise _fail(node, f"unknown function {dotted!r}; allowed are engine.numpy, linalg., nn "
+                                      "and special functions (GET /v1/ops lists them)")
+                for kw in node.keywords:
+                    if kw.arg is None:
+                        raise _fail(node, "**kwargs unpacking is not allowed")
+                    if kw.arg.startswith("__"):
+                        raise _fail(node, f"keyword {kw.arg!r} is not allowed")
+                    stack.append(kw.value)
+                stack.extend(node.args)
+                continue
+            elif isinstance(node, ast.BinOp):
+                if type(node.op) not in _BINOPS:
+                    raise _fail(node, f"operator {type(node.op).__name__} is not allowed")
+                if isinstance(node.op, ast.Pow):
+                    self._check_exponent(node.right)
+            elif isinstance(node, ast.UnaryOp):
+                if type(node.op) not in _UNARY:
+                    raise _fail(node, f"unary operator {type(node.op).__name__} is not allowed")
+            elif isinstance(node, ast.Compare):
+                if len(node.ops) != 1:
+                    raise _fail(node, "chained comparisons are not allowed; combine with logical_and")
+                if type(node.ops[0]) not in _COMPARE:
+                    raise _fail(node, f"comparison {type(node.ops[0]).__name__} is not allowed")
+            elif isinstance(node, ast.Subscript):
+                pass
+            elif isinstance(node, (ast.Tuple, ast.List, ast.Slice, ast.Load)):
+                pass
+            elif isinstance(node, ast.expr_context) or isinstance(node, (ast.operator, ast.unaryop, ast.cmpop)):
+                continue
+            else:
+                what = _DESCRIBE.get(type(node), type(node).__name__)
+                raise _fail(node, f"{what} is not allowed in an expression")
+            stack.extend(ast.iter_child_nodes(node))
+
+    def _check_exponent(self, node: ast.expr) -> None:
+        value = _literal_number(node)
+        if value is not None and abs(value) > self.limits.max_integer_power and float(value).is_integer():
+            value = int(value) if math.isfinite(value) else value
+            raise _fail(node, f"exponent {value} is larger than {self.limits.max_integer_power} "
+                              "(max_integer_power)", kind="limit")
+
+    # ------------------------------------------------------------------ evaluation
+
+    def __call__(self, *args: Any) -> Any:
+        if len(args) != len(self.params):
+            raise TypeError(f"this program takes {len(self.params)} argument(s) {self.params}, got {len(args)}")
+        env: dict[str, Any] = dict(zip(self.params, args))
+        for name, value, _ in self.assignments:
+            env[name] = self._eval(value, env)
+        return self._eval(self.output, env)
+
+    def _eval(self, node: ast.expr, env: dict[str, Any]) -> Any:
+        try:
+            return self._eval_node(node, env)
+        except ExprError:
+            raise
+        except LimitExceeded as e:
+            raise _fail(node, str(e), kind="limit") from None
+        except EngineError as e:
+            raise _fail(node, str(e), kind=_kind(e)) from None
+        except (ValueError, TypeError, IndexError, ZeroDivisionError, OverflowError, np.linalg.LinAlgError) as e:
+            raise _fail(node, f"{type(e).__name__}: {e}", kind="shape" if "shape" in str(e) else "invalid") from None
+
+    def _eval_node(self, node: ast.expr, env: dict[str, Any]) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id in env:
+                return env[node.id]
+            if node.id in ("True", "False"):
+                return node.id == "True"
+            return CONSTANTS[node.id]
+        if isinstance(node, ast.BinOp):
+            left = self._eval(node.left, env)
+            right = self._eval(node.right, env)
+            if isinstance(node.op, ast.Pow):
+                self._check_runtime_exponent(node, right)
+            return _BINOPS[type(node.op)](left, right)
+        if isinstance(node, ast.UnaryOp):
+            operand = self._eval(node.operand, env)
+            if isinstance(node.op, ast.USub) and isinstance(operand, (int, float)) and not isinstance(operand, bool):
+                return -operand
+            return _UNARY[type(node.op)](operand)
+        if isinstance(node, ast.Compare):
+            return _COMPARE[type(node.ops[0])](self._eval(node.left, env), self._eval(node.comparators[0], env))
+        if isinstance(node, (ast.Tuple, ast.List)):
+            items = [self._eval(e, env) for e in node.elts]
+            return tuple(items) if isinstance(node, ast.Tuple) else items
+        if isinstance(node, ast.Subscript):
+            target = jnp.asarray(self._eval(node.value, env))
+            return target[self._index(node.slice, env)]
+        if isinstance(node, ast.Call):
+            return self._call(node, env)
+        raise _fail(node, f"{type(node).__name__} is not allowed")
+
+    def _index(self, node: ast.expr, env: dict[str, Any]) -> Any:
+        if isinstance(node, ast.Slice):
+            parts = [None if p is None else self._eval(p, env) for p in (node.lower, node.upper, node.step)]
+            return slice(*parts)
+        if isinstance(node, ast.Tuple):
+            return tuple(self._index(e, env) for e in node.elts)
+        if isinstance(node, ast.Constant) and node.value is None:
+            return None
+        if isinstance(node, ast.Constant) and node.value is Ellipsis:
+            return Ellipsis
+        value = self._eval(node, env)
+        return value
+
+    def _call(self, node: ast.Call, env: dict[str, Any]) -> Any:
+        fname = _function_name(_dotted(node.func))
+        fn = FUNCTIONS[fname]
+        args = [self._eval(a, env) for a in node.args]
+        kwargs = {kw.arg: self._eval(kw.value, env) for kw in node.keywords}
+        if "dtype" in kwargs and kwargs["dtype"] is not None and kwargs["dtype"] not in _DTYPES:
+            raise _fail(node, f"dtype must be one of {', '.join(_DTYPES)}")
+        if fname in _CREATION:
+            self._check_creation(node, fname, args, kwargs)
+        if fname in ("tile", "repeat"):
+            self._check_repeats(node, fname, args, kwargs)
+        if fname == "einsum" and (not args or not isinstance(args[0], str)):
+            raise _fail(node, "einsum's first argument must be its subscripts string")
+        elif fname != "einsum" and any(isinstance(a, str) for a in args):
+            raise _fail(node, f"{fname} does not take string arguments")
+        return fn(*args, **kwargs)
+
+    def _check_creation(self, node: ast.Call, fname: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        try:
+            if fname in ("zeros", "ones", "full"):
+                shape = args[0] if args else kwargs.get("shape")
+                dims = [int(shape)] if isinstance(shape, (int, float)) else [int(n) for n in shape]
+                size = int(np.prod(dims, dtype=np.float64)) if dims else 1
+            elif fname == "eye":
+                n = int(args[0])
+                m = int(args[1]) if len(args) > 1 and args[1] is not None else n
+                size = n * m
+            elif fname == "arange":
+                nums = [float(a) for a in args[:3]]
+                start, stop, step = (0.0, nums[0], 1.0) if len(nums) == 1 else (nums[0], nums[1], nums[2] if len(nums) > 2 else 1.0)
+                size = int(max(0, math.ceil((stop - start) / step))) if step else 0
+            else:  # linspace
+                size = int(args[2]) if len(args) > 2 else int(kwargs.get("num", 50))
+        except (TypeError, ValueError, IndexError, OverflowError):
+            raise _fail(node, f"{fname}: sizes must be concrete numbers") from None
+        if size > self.limits.max_array_elements or size < 0:
+            raise _fail(node, f"{fname} would allocate {size} elements, over the limit of "
+                              f"{self.limits.max_array_elements} (max_array_elements)", kind="limit")
+
+    def _check_repeats(self, node: ast.Call, fname: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        reps = args[1] if len(args) > 1 else kwargs.get("reps", kwargs.get("repeats"))
+        values = reps if isinstance(reps, (tuple, list)) else [reps]
+        for r in values:
+            if isinstance(r, (int, float)) and abs(r) > self.limits.max_repeats:
+                raise _fail(node, f"{fname} count {r} is larger than {self.limits.max_repeats} (max_repeats)",
+                            kind="limit")
+
+    def _check_runtime_exponent(self, node: ast.BinOp, value: Any) -> None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if float(value).is_integer() and abs(value) > self.limits.max_integer_power:
+                raise _fail(node.right, f"exponent {value} is larger than {self.limits.max_integer_power} "
+                                        "(max_integer_power)", kind="limit")
+
+
+def _literal_number(node: ast.expr) -> float | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _literal_number(node.operand)
+        return -inner if inner is not None else None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+        base, exp = _literal_number(node.left), _literal_number(node.right)
+        if base is not None and exp is not None:
+            if abs(exp) > 4096:
+                return exp
+            try:
+                return float(base) ** float(exp)
+            except OverflowError:
+                return math.inf
+    return None
+
+
+def _kind(e: Exception) -> str:
+    from engine.errors import DtypeError, ShapeError
+
+    if isinstance(e, ShapeError):
+        return "shape"
+    if isinstance(e, DtypeError):
+        return "dtype"
+    return "invalid"
+
+
+def compile_expression(source: str, params: list[str], limits: Limits = DEFAULT_LIMITS) -> Program:
+    """Parse and validate a program; the result is a callable over engine arrays and tracers."""
+    return Program(source, params, limits)
