@@ -8,6 +8,7 @@ passes take the graph of the n-th derivative from exponential to polynomial size
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -264,6 +265,21 @@ def _monomial_product(m1: tuple, m2: tuple) -> tuple:
     return tuple(sorted(powers.items(), key=lambda item: item[0].count))
 
 
+def _distribute(mono: tuple, coeff: float, form: Form) -> Form:
+    const, terms = form
+    out: dict[tuple, float] = {}
+    if const:
+        out[mono] = coeff * const
+    for m, k in terms.items():
+        key = _monomial_product(mono, m)
+        total = out.get(key, 0.0) + coeff * k
+        if total == 0.0:
+            out.pop(key, None)
+        else:
+            out[key] = total
+    return 0.0, out
+
+
 class _Canonicalizer:
     """Rewrites chains of +, -, *, negation and integer powers into canonical sums of
     monomials, so equal expressions built in different orders become one node.
@@ -279,6 +295,8 @@ class _Canonicalizer:
         self.forms: dict[Var, Form] = {}
         self.avals: dict[Var, Any] = {}
         self.cache: dict[Any, Any] = {}
+        self.sticky: dict[Var, tuple[float, Any]] = {}
+        self.sum_atoms: dict[Any, Any] = {}
 
     def _emit(self, prim_name: str, inputs: list[Any], aval: Any, attrs: dict[str, Any]) -> Var:
         from engine.primitives import PRIMITIVES
@@ -349,8 +367,9 @@ class _Canonicalizer:
         # Once a sum has been given a node of its own (because it is a factor of a product), it
         # stays that node: later sums use it as a whole rather than re-merging its terms, which
         # keeps expressions factored as differentiation wrote them (no new cancellation).
-        if atom in self.subst:
-            return _atom_form(self.subst[atom])
+        if atom in self.sticky:
+            scale, node = self.sticky[atom]
+            return 0.0, {((node, 1),): scale}
         if atom in self.forms:
             return self.forms[atom]
         return _atom_form(atom)
@@ -363,7 +382,32 @@ class _Canonicalizer:
             return coeff, mono
         if not terms:
             return None
-        return 1.0, ((self.materialize(var) if isinstance(var, Var) else var, 1),)
+        scale, atom = self._sum_atom(form, self.avals.get(var) if isinstance(var, Var) else None)
+        if isinstance(var, Var):
+            self.sticky[var] = (scale, atom)
+        return scale, ((atom, 1),)
+
+    def _sum_atom(self, form: Form, aval: Any) -> tuple[float, Any]:
+        """A node for the sum `form / scale`, shared by every sum that is a multiple of it.
+
+        The scale is the sign of the leading term times, when every coefficient is an integer,
+        their greatest common divisor, so the normalised coefficients stay exact.
+        """
+        const, terms = form
+        order = sorted(terms, key=lambda m: tuple((a.count, p) for a, p in m))
+        coeffs = [terms[m] for m in order] + ([const] if const else [])
+        scale = 1.0
+        if all(float(c).is_integer() and abs(c) < 2**52 for c in coeffs):
+            scale = float(math.gcd(*[int(abs(c)) for c in coeffs])) or 1.0
+        if terms[order[0]] < 0:
+            scale = -scale
+        normal = _scale(form, 1.0 / scale) if scale != 1.0 else form
+        key = (normal[0], tuple((m, normal[1][m]) for m in order))
+        atom = self.sum_atoms.get(key)
+        if atom is None:
+            atom = self._emit_form(normal, aval)
+            self.sum_atoms[key] = atom
+        return scale, atom
 
     def _polynomial_form(self, eqn: Eqn, inputs: list[Any]) -> Form | None:
         out = eqn.outputs[0]
@@ -391,6 +435,13 @@ class _Canonicalizer:
                 return _scale(forms[1], c0)
             if not t1:
                 return _scale(forms[0], c1)
+            single0 = c0 == 0.0 and len(t0) == 1
+            single1 = c1 == 0.0 and len(t1) == 1
+            if single0 != single1:
+                # A monomial times a sum is distributed: scaling every term leaves the sum's
+                # conditioning as it was, and terms from different sums can then merge.
+                (mono, coeff), = (t0 if single0 else t1).items()
+                return _distribute(mono, coeff, forms[1] if single0 else forms[0])
             f0 = self._factor(inputs[0], forms[0])
             f1 = self._factor(inputs[1], forms[1])
             return 0.0, {_monomial_product(f0[1], f1[1]): f0[0] * f1[0]}
