@@ -10,7 +10,7 @@ from engine import numpy  # noqa: F401  (installs the array methods)
 from engine import tree_util  # noqa: F401
 from engine._config import config
 from engine.array import Array
-from engine.core import Graph, ShapedArray
+from engine.core import Graph, ShapeDtypeStruct, ShapedArray
 from engine.errors import (
     ConcretizationError, DifferentiationError, EngineError, EscapedTracerError,
     GradientCheckError, TracerArrayConversionError,
@@ -34,7 +34,7 @@ from engine.limits import LimitExceeded, Limits  # noqa: E402
 __all__ = [
     "Array", "ConcretizationError", "ExprError", "GraphFormatError", "GraphFunction", "LimitExceeded",
     "Limits", "Program", "compile_expression", "load_graph", "optimize", "DifferentiationError", "EngineError", "EscapedTracerError",
-    "Graph", "GradientCheckError", "ShapedArray", "TracerArrayConversionError", "check_gradients",
+    "Graph", "GradientCheckError", "ShapeDtypeStruct", "ShapedArray", "TracerArrayConversionError", "check_gradients",
     "config", "custom_vjp", "grad", "hessian", "jacfwd", "jacobian", "jacrev", "jit", "jvp",
     "make_graph", "nn", "numpy", "random", "scipy", "stop_gradient", "tree_util",
     "value_and_grad", "vjp",

@@ -13,6 +13,8 @@ highest-level argument, and tracers of enclosing traces met there are captured a
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -199,16 +201,36 @@ class Trace:
 
     def to_graph(self, outputs: list[Any]) -> Graph:
         outvars = [self.atom_for(o) for o in outputs]
-        consts = [c._value if not isinstance(c, Tracer) else c for c in self.consts]
+        # C order, as a graph read back from JSON has it (matmul rounds differently on views)
+        consts = [np.asarray(c._value, order="C") if not isinstance(c, Tracer) else c for c in self.consts]
         return Graph(list(self.invars), list(self.constvars), consts, list(self.eqns), outvars)
 
 
-_trace_stack: list[Trace] = []
+class _LocalStack(threading.local):
+    """A stack per thread: concurrent requests trace and compute in separate threads."""
+
+    def __init__(self, *initial: Any) -> None:
+        self.items = list(initial)
+
+    def append(self, item: Any) -> None:
+        self.items.append(item)
+
+    def pop(self) -> Any:
+        return self.items.pop()
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+_trace_stack = _LocalStack()
 
 # The most elements any single array may have while an `element_budget` is in force (None: no
 # bound). Shapes are inferred before anything runs, so an oversized result is refused before it
 # is allocated, whether the operation is traced or computed eagerly.
-_element_budget: list[int | None] = [None]
+_element_budget = _LocalStack(None)
 
 
 class element_budget:  # noqa: N801 - used as a context manager
@@ -222,6 +244,34 @@ class element_budget:  # noqa: N801 - used as a context manager
 
     def __exit__(self, *exc: Any) -> None:
         _element_budget.pop()
+
+
+_deadline = _LocalStack(None)
+
+
+class deadline:  # noqa: N801 - used as a context manager
+    """Within this context, computation stops with DeadlineExceeded after `seconds`.
+
+    Threads cannot be killed, so the check is cooperative: it runs before every primitive that
+    is computed, and a single primitive is bounded by the element budget.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        _deadline.append(None if self.seconds is None else time.monotonic() + self.seconds)
+
+    def __exit__(self, *exc: Any) -> None:
+        _deadline.pop()
+
+
+def check_deadline() -> None:
+    limit = _deadline[-1]
+    if limit is not None and time.monotonic() > limit:
+        from engine.errors import DeadlineExceeded
+
+        raise DeadlineExceeded("the computation ran past its time limit and was stopped")
 
 
 def check_elements(shape: tuple[int, ...], what: str) -> None:
@@ -251,9 +301,29 @@ def end_trace(trace: Trace) -> None:
     trace.active = False
 
 
+class ShapeDtypeStruct:
+    """An abstract argument: only a shape and a dtype (for shape inference without data)."""
+
+    __slots__ = ("shape", "dtype")
+    _value = None  # never concrete
+
+    def __init__(self, shape: Any, dtype: Any) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+
+    @property
+    def aval(self) -> ShapedArray:
+        return ShapedArray(self.shape, self.dtype)
+
+    def __repr__(self) -> str:
+        return f"ShapeDtypeStruct(shape={self.shape}, dtype={self.dtype.name})"
+
+
 def aval_of(x: Any) -> ShapedArray:
     if isinstance(x, Tracer):
         return x._var.aval
+    if isinstance(x, ShapeDtypeStruct):
+        return ShapedArray(x.shape, x.dtype)
     value = x._value
     return ShapedArray(value.shape, value.dtype)
 
@@ -312,6 +382,8 @@ def bind(prim: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Any:
 
         if _element_budget[-1] is not None:
             _check_out_avals(prim, prim.abstract(*[aval_of(a) for a in args], **attrs))
+        if _deadline[-1] is not None:
+            check_deadline()
         try:
             out = prim.impl(*[a._value for a in args], **attrs)
         except (ValueError, TypeError, IndexError):

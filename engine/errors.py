@@ -33,3 +33,7 @@ class DifferentiationError(EngineError, TypeError):
 
 class GradientCheckError(EngineError, AssertionError):
     """`check_grads` found a derivative that disagrees with finite differences."""
+
+
+class DeadlineExceeded(EngineError, TimeoutError):
+    """A computation ran past the time it was given (see engine.core.deadline)."""

@@ -21,6 +21,8 @@ import numpy as np
 
 import engine.numpy as jnp
 from engine import nn
+from engine.array import Array
+from engine.core import _element_budget, element_budget
 from engine.errors import EngineError
 from engine.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 from engine.numpy import linalg
@@ -178,6 +180,7 @@ class Program:
                 raise ExprError(f"the program has more than {self.limits.max_nodes} syntax nodes "
                                 "(max_nodes)", kind="limit")
             stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+        self.num_nodes = count
 
     def _split(self, tree: ast.Module) -> tuple[list[tuple[str, ast.expr, ast.AST]], ast.expr]:
         body = tree.body
@@ -216,6 +219,7 @@ class Program:
 
     def _check_expr(self, root: ast.expr, names: set[str]) -> None:
         stack: list[ast.AST] = [root]
+        call_args: set[int] = set()  # ids of the nodes that are direct arguments of a call
         while stack:
             node = stack.pop()
             if isinstance(node, ast.Name):
@@ -229,6 +233,9 @@ class Program:
                 if isinstance(node.value, str):
                     if len(node.value) > 64:
                         raise _fail(node, "string arguments are limited to 64 characters")
+                    if id(node) not in call_args:
+                        raise _fail(node, "a string is only allowed as a function argument (einsum's "
+                                          "subscripts, dtype=...)")
                 elif node.value is not None and node.value is not Ellipsis and not isinstance(
                         node.value, (bool, int, float)):
                     raise _fail(node, f"constant {node.value!r} is not allowed (numbers only)")
@@ -244,6 +251,7 @@ class Program:
                 if fname not in FUNCTIONS:
                     raise _fail(node, f"unknown function {dotted!r}; allowed are engine.numpy, linalg., nn "
                                       "and special functions (GET /v1/ops lists them)")
+                call_args.update(id(a) for a in [*node.args, *(kw.value for kw in node.keywords)])
                 for kw in node.keywords:
                     if kw.arg is None:
                         raise _fail(node, "**kwargs unpacking is not allowed")
@@ -289,9 +297,11 @@ class Program:
         if len(args) != len(self.params):
             raise TypeError(f"this program takes {len(self.params)} argument(s) {self.params}, got {len(args)}")
         env: dict[str, Any] = dict(zip(self.params, args))
-        for name, value, _ in self.assignments:
-            env[name] = self._eval(value, env)
-        return self._eval(self.output, env)
+        budget, outer = self.limits.max_array_elements, _element_budget[-1]
+        with element_budget(budget if outer is None else min(budget, outer)):  # a tighter enclosing one stays
+            for name, value, _ in self.assignments:
+                env[name] = self._eval(value, env)
+            return self._eval(self.output, env)
 
     def _eval(self, node: ast.expr, env: dict[str, Any]) -> Any:
         try:
@@ -393,6 +403,13 @@ class Program:
         reps = args[1] if len(args) > 1 else kwargs.get("reps", kwargs.get("repeats"))
         values = reps if isinstance(reps, (tuple, list)) else [reps]
         for r in values:
+            if isinstance(r, Array):
+                r = r._value.item() if r.ndim == 0 else r._value
+            if isinstance(r, np.ndarray) and r.dtype.kind in "iuf" and r.size:
+                if float(np.sum(np.abs(r), dtype=np.float64)) > self.limits.max_array_elements:
+                    raise _fail(node, f"{fname} counts add up to more than {self.limits.max_array_elements} "
+                                      "(max_array_elements)", kind="limit")
+                r = float(np.max(np.abs(r)))
             if isinstance(r, (int, float)) and abs(r) > self.limits.max_repeats:
                 raise _fail(node, f"{fname} count {r} is larger than {self.limits.max_repeats} (max_repeats)",
                             kind="limit")

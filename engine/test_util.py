@@ -24,9 +24,9 @@ class CheckResult:
     kind: str  # "jvp" or "vjp"
     max_abs_error: float
     max_rel_error: float
+    passed: bool
     atol: float
     rtol: float
-    passed: bool
     expected: Any = field(default=None, repr=False)
     actual: Any = field(default=None, repr=False)
 

@@ -19,7 +19,9 @@ from engine.tree_util import tree_flatten, tree_structure, tree_unflatten
 
 
 def _as_leaf(x: Any, where: str) -> Any:
-    if isinstance(x, (Array, Tracer)):
+    from engine.core import ShapeDtypeStruct
+
+    if isinstance(x, (Array, Tracer, ShapeDtypeStruct)):
         return x
     try:
         return asarray(x)
@@ -124,10 +126,15 @@ def _check_differentiable_inputs(leaves: list[Any], in_tree: Any, argnums: tuple
         ok = x.dtype.kind in "fc"
         if not ok and not allow_int:
             if paths is None:
-                paths = _leaf_paths(tree_unflatten(in_tree, leaves))
-            where = f"argument {argnums[0]}" if len(argnums) == 1 else "argnums " + str(argnums)
+                from engine.tree_util import keystr, tree_flatten_with_path
+
+                paths = [p for p, _ in tree_flatten_with_path(tree_unflatten(in_tree, leaves))[0]]
+            # The first key picks the argument among args[argnums]; the rest is the path inside it.
+            where = f"argument {argnums[paths[k][0].idx]}"
+            if len(paths[k]) > 1:
+                where += f" at leaf {keystr(paths[k][1:])}"
             raise DifferentiationError(
-                f"{fname} requires floating-point inputs, but {where} at leaf {paths[k] or '(root)'} "
+                f"{fname} requires floating-point inputs, but {where} "
                 f"has dtype {x.dtype}. Integer and boolean values have no derivative: convert the "
                 "input with .astype(jnp.float32), move it out of argnums, or pass allow_int=True "
                 "to get zeros for it."
@@ -152,8 +159,8 @@ def value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, ha
         if tf.n_main != 1 or tf.out_tree.num_leaves != 1:
             raise DifferentiationError(
                 f"grad requires a function with a single scalar output, but it returned "
-                f"{tf.out_tree}. Return one scalar (e.g. the sum of the values), or use jacrev / "
-                "jacobian for several outputs."
+                f"{tf.out_tree}. Return one scalar (e.g. the sum of the values), pass has_aux=True if "
+                "the function returns (loss, auxiliary data), or use jacrev / jacobian for several outputs."
             )
         out_aval = _graph_out_aval(tf.graph, 0)
         if out_aval.shape != ():

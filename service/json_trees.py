@@ -1,0 +1,197 @@
+"""Pytrees in JSON.
+
+Request side: a number, a boolean or a rectangular nested list of them is an array leaf; an
+object is a dict; any other list is a list; null is None; `{"$array": {"dtype", "shape",
+"data": "<base64 of little-endian bytes>"}}` is an array leaf of an explicit dtype (the fast
+path for large arrays, and the way to send integers). JSON numbers become the request's float
+dtype. NaN and infinities are the strings "NaN", "Infinity" and "-Infinity" inside numeric
+arrays (bare NaN/Infinity tokens are accepted too); base64 carries them bit for bit.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+
+from engine.serialize import DTYPES
+from service.errors import InvalidArgument, LimitExceededError
+
+_SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf, "nan": np.nan, "inf": np.inf,
+             "-inf": -np.inf}
+
+
+class TreeBudget:
+    """Counts array elements across one request."""
+
+    def __init__(self, max_array_elements: int, max_total_elements: int, max_depth: int) -> None:
+        self.max_array = max_array_elements
+        self.max_total = max_total_elements
+        self.max_depth = max_depth
+        self.total = 0
+
+    def take(self, size: int, where: str) -> None:
+        if size > self.max_array:
+            raise LimitExceededError(f"{where}: an array of {size} elements is over the limit of "
+                                     f"{self.max_array} (NABLA_MAX_ARRAY_ELEMENTS)",
+                                     {"path": where, "elements": size, "limit": self.max_array})
+        self.total += size
+        if self.total > self.max_total:
+            raise LimitExceededError(f"the request's arrays hold more than {self.max_total} elements "
+                                     "(NABLA_MAX_TOTAL_ELEMENTS)", {"path": where, "limit": self.max_total})
+
+
+def _depth_ok(obj: Any, max_depth: int, where: str) -> None:
+    stack = [(obj, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise LimitExceededError(f"{where}: nested more than {max_depth} levels deep (NABLA_MAX_DEPTH)",
+                                     {"path": where, "limit": max_depth})
+        if isinstance(node, list):
+            # Deep numeric arrays are checked by shape later; only descend into lists of containers.
+            stack.extend((child, depth + 1) for child in node if isinstance(child, (list, dict)))
+        elif isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values() if isinstance(child, (list, dict)))
+
+
+def _path(base: str, key: Any) -> str:
+    return f"{base}[{key!r}]" if isinstance(key, str) else f"{base}[{key}]"
+
+
+def decode_array(spec: Any, where: str, budget: TreeBudget) -> np.ndarray:
+    if not isinstance(spec, dict) or not {"dtype", "shape", "data"} <= set(spec):
+        raise InvalidArgument(f"{where}: a $array leaf needs dtype, shape and data",
+                              {"path": where})
+    dtype_name, shape, data = spec["dtype"], spec["shape"], spec["data"]
+    if dtype_name not in DTYPES:
+        raise InvalidArgument(f"{where}: unsupported dtype {dtype_name!r}; use one of {', '.join(DTYPES)}",
+                              {"path": where, "dtype": dtype_name})
+    if not isinstance(shape, list) or len(shape) > 32 or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise InvalidArgument(f"{where}: shape must be a list of non-negative integers", {"path": where})
+    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    budget.take(size, where)
+    if not isinstance(data, str):
+        raise InvalidArgument(f"{where}: $array data must be a base64 string", {"path": where})
+    dtype = np.dtype(dtype_name)
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError:
+        raise InvalidArgument(f"{where}: data is not valid base64", {"path": where}) from None
+    if len(raw) != size * dtype.itemsize:
+        raise InvalidArgument(f"{where}: {len(raw)} bytes of data, but shape {shape} of {dtype_name} needs "
+                              f"{size * dtype.itemsize}", {"path": where})
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+
+
+def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget) -> np.ndarray | None:
+    """obj as an array if it is a number, a bool or a rectangular nested list of them; else None."""
+    if isinstance(obj, bool):
+        budget.take(1, where)
+        return np.asarray(obj)
+    if isinstance(obj, (int, float)):
+        budget.take(1, where)
+        return np.asarray(obj, dtype=float_dtype)
+    if isinstance(obj, str) and obj in _SPECIALS:
+        return np.asarray(_SPECIALS[obj], dtype=float_dtype)
+    if not isinstance(obj, list):
+        return None
+    try:
+        arr = np.asarray(obj)
+    except (ValueError, TypeError, RecursionError):
+        return None  # ragged: a list of subtrees
+    if arr.dtype == object or arr.ndim > 32:
+        return None
+    if arr.dtype.kind == "U":
+        arr = _with_specials(obj)
+        if arr is None:
+            return None
+    budget.take(arr.size, where)
+    if arr.dtype == np.bool_:
+        return arr
+    if arr.dtype.kind not in "fiu":
+        return None
+    if arr.size == 0 and arr.ndim == 1 and not obj:
+        return None  # [] is an empty list node, as in JAX
+    return arr.astype(float_dtype)
+
+
+def _with_specials(obj: Any) -> np.ndarray | None:
+    def replace(x: Any) -> Any:
+        if isinstance(x, list):
+            return [replace(v) for v in x]
+        if isinstance(x, str):
+            if x not in _SPECIALS:
+                raise ValueError(x)
+            return _SPECIALS[x]
+        return x
+
+    try:
+        arr = np.asarray(replace(obj), dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
+    return arr
+
+
+def decode_tree(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget) -> Any:
+    """A JSON value as a pytree of NumPy arrays (see the module docstring for the rules)."""
+    _depth_ok(obj, budget.max_depth, where)
+    return _decode(obj, np.dtype(float_dtype), where, budget)
+
+
+def _decode(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        if "$array" in obj:
+            if len(obj) != 1:
+                raise InvalidArgument(f"{where}: a $array leaf must be the object's only key", {"path": where})
+            return decode_array(obj["$array"], where, budget)
+        return {k: _decode(v, float_dtype, _path(where, k), budget) for k, v in obj.items()}
+    leaf = _numeric_leaf(obj, float_dtype, where, budget)
+    if leaf is not None:
+        return leaf
+    if isinstance(obj, list):
+        return [_decode(v, float_dtype, _path(where, i), budget) for i, v in enumerate(obj)]
+    if isinstance(obj, str):
+        raise InvalidArgument(f"{where}: unexpected string {obj[:40]!r}; arrays hold numbers and booleans "
+                              "(NaN and infinities as \"NaN\", \"Infinity\", \"-Infinity\")", {"path": where})
+    raise InvalidArgument(f"{where}: unsupported JSON value of type {type(obj).__name__}", {"path": where})
+
+
+def encode_array(value: Any, encoding: str) -> Any:
+    arr = np.asarray(value)
+    if encoding == "base64":
+        data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        return {"$array": {"dtype": arr.dtype.name, "shape": list(arr.shape),
+                           "data": base64.b64encode(data.tobytes()).decode("ascii")}}
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        obj = arr.astype(object)
+        obj[np.isnan(arr)] = "NaN"
+        obj[np.isposinf(arr)] = "Infinity"
+        obj[np.isneginf(arr)] = "-Infinity"
+        return obj.tolist()
+    return arr.tolist()
+
+
+def encode_tree(tree: Any, encoding: str) -> Any:
+    """A pytree of arrays as JSON: tuples become lists, namedtuples and dataclasses dicts."""
+    from engine.array import Array
+
+    if tree is None:
+        return None
+    if isinstance(tree, (Array, np.ndarray, np.generic)):
+        return encode_array(tree, encoding)
+    if isinstance(tree, dict):
+        return {str(k): encode_tree(v, encoding) for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return {k: encode_tree(v, encoding) for k, v in zip(tree._fields, tree)}
+    if isinstance(tree, (list, tuple)):
+        return [encode_tree(v, encoding) for v in tree]
+    if isinstance(tree, (bool, int, float, str)):
+        return tree
+    if hasattr(tree, "__dataclass_fields__"):
+        return {k: encode_tree(getattr(tree, k), encoding) for k in tree.__dataclass_fields__}
+    return encode_array(np.asarray(tree), encoding)

@@ -1,0 +1,62 @@
+"""Service settings, read from NABLA_* environment variables (and overridable in code)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.limits import Limits
+
+
+class Settings(BaseSettings):
+    """Every setting is an environment variable with the NABLA_ prefix, e.g. NABLA_PORT=8000."""
+
+    model_config = SettingsConfigDict(env_prefix="NABLA_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, description="port to listen on")
+    workers: int = Field(1, ge=1, description="worker processes (uvicorn)")
+    data_dir: Path = Field(Path("./data"), description="folder of the SQLite registry")
+    database_url: str | None = Field(
+        None, description="postgresql://user@host:port/db to share the registry between replicas; "
+                          "default: SQLite under data_dir")
+    api_keys: str = Field("", description="comma-separated keys; when set, /v1 requires a Bearer key")
+    admin_keys: str = Field("", description="comma-separated keys allowed to register and delete models")
+    model_repository: Path | None = Field(None, description="folder of *.json model files loaded at start")
+    log_level: str = Field("info", description="debug, info, warning or error")
+
+    max_body_bytes: int = Field(64 * 1024 * 1024, description="largest request body")
+    max_array_elements: int = Field(10_000_000, description="largest array, inputs and intermediates")
+    max_total_elements: int = Field(20_000_000, description="total elements of a request's arrays")
+    max_graph_nodes: int = Field(10_000, description="nodes of a sent graph or expression")
+    max_expression_chars: int = Field(20_000, description="length of an expression's source")
+    max_order: int = Field(4, ge=1, description="highest derivative order (grad order, check order)")
+    max_depth: int = Field(32, description="nesting depth of argument pytrees and expressions")
+    max_constant_elements: int = Field(10_000_000, description="elements of a model's or graph's constants")
+    compute_timeout_s: float = Field(30.0, gt=0, description="compute time per request")
+    plan_cache_size: int = Field(256, ge=0, description="compiled gradient plans kept in memory")
+    compute_threads: int = Field(4, ge=1, description="requests computed at once per process")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("log_level must be debug, info, warning or error")
+        return v.lower()
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def admin_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.admin_keys.split(",") if k.strip())
+
+    def engine_limits(self) -> Limits:
+        return Limits(
+            max_source_chars=self.max_expression_chars, max_nodes=self.max_graph_nodes,
+            max_depth=self.max_depth, max_constant_elements=self.max_constant_elements,
+            max_array_elements=self.max_array_elements,
+        )
