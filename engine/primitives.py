@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 import engine.numpy as jnp
+from engine import _xla_f32
 from engine.core import ShapedArray, bind
 from engine.errors import DtypeError, ShapeError
 
@@ -142,10 +143,18 @@ def _zero_rule(g: Any, ans: Any, *args: Any, **attrs: Any) -> None:
     return None
 
 
+def _f32_kernel(x: Any, float32_kernel: Callable[[Any], Any], default: Callable[[Any], Any]) -> Any:
+    """float32 tanh and log evaluated as JAX's CPU backend does, bit for bit (engine._xla_f32), so
+    float32 results, and finite differences of them, agree with JAX's; other dtypes use NumPy."""
+    if np.result_type(x) == np.float32:
+        return float32_kernel(x)
+    return default(x)
+
+
 neg_p = _unary("neg", np.negative, lambda g, ans, x: -g, floats=False)
 exp_p = _unary("exp", np.exp, lambda g, ans, x: g * ans)
 expm1_p = _unary("expm1", np.expm1, lambda g, ans, x: g * (ans + 1))
-log_p = _unary("log", np.log, lambda g, ans, x: g / x)
+log_p = _unary("log", lambda x: _f32_kernel(x, _xla_f32.log, np.log), lambda g, ans, x: g / x)
 log1p_p = _unary("log1p", np.log1p, lambda g, ans, x: g / (x + 1))
 sin_p = _unary("sin", np.sin, lambda g, ans, x: g * jnp.cos(x))
 cos_p = _unary("cos", np.cos, lambda g, ans, x: -g * jnp.sin(x))
@@ -155,7 +164,7 @@ acos_p = _unary("acos", np.arccos, lambda g, ans, x: -g * jnp.reciprocal(jnp.sqr
 atan_p = _unary("atan", np.arctan, lambda g, ans, x: g / (1 + x * x))
 sinh_p = _unary("sinh", np.sinh, lambda g, ans, x: g * jnp.cosh(x))
 cosh_p = _unary("cosh", np.cosh, lambda g, ans, x: g * jnp.sinh(x))
-tanh_p = _unary("tanh", np.tanh, lambda g, ans, x: g * (1 - ans * ans))
+tanh_p = _unary("tanh", lambda x: _f32_kernel(x, _xla_f32.tanh, np.tanh), lambda g, ans, x: g * (1 - ans * ans))
 asinh_p = _unary("asinh", np.arcsinh, lambda g, ans, x: g * jnp.reciprocal(jnp.sqrt(x * x + 1)))
 acosh_p = _unary("acosh", np.arccosh,
                  lambda g, ans, x: g * jnp.reciprocal(jnp.sqrt(x - 1) * jnp.sqrt(x + 1)))
@@ -235,8 +244,10 @@ def _pow_vjp_y(g: Any, ans: Any, x: Any, y: Any) -> Any:
 
 
 def _pow_vjp_x(g: Any, ans: Any, x: Any, y: Any) -> Any:
-    # y * x**(y-1), with 0**(0-1) taken as 0 so that d(x**0)/dx is 0 at x == 0.
-    return g * jnp.where(y == 0, 0.0, y * jnp.power(x, jnp.where(y == 0, 1.0, y) - 1)).astype(x.dtype)
+    # y * x**(y-1), with 0**(0-1) taken as 0 so that d(x**0)/dx is 0 at x == 0. Only x == y == 0
+    # is masked: masking every y == 0 would zero d2/dxdy = 1/x there.
+    at_zero = (x == 0) & (y == 0)
+    return g * jnp.where(at_zero, 0.0, y * jnp.power(x, jnp.where(at_zero, 1.0, y) - 1)).astype(x.dtype)
 
 
 add_p = _binary("add", np.add, [lambda g, ans, x, y: _unbroadcast(g, x.shape),
@@ -271,11 +282,19 @@ atan2_p = _binary("atan2", np.arctan2,
                    lambda g, ans, x, y: _unbroadcast(-g * x / (x * x + y * y), y.shape)],
                   [lambda t, ans, x, y: t * y / (x * x + y * y),
                    lambda t, ans, x, y: -t * x / (x * x + y * y)])
+
+
+def _rem_quotient(ans: Any, x: Any, y: Any) -> Any:
+    # trunc(x / y) = (x - fmod(x, y)) / y, an integer up to rounding: round it, since trunc of a
+    # quotient that rounded to just below the integer would be off by one.
+    return jnp.round((x - ans) / y)
+
+
 rem_p = _binary("rem", np.fmod,
                 [lambda g, ans, x, y: _unbroadcast(g, x.shape),
-                 lambda g, ans, x, y: _unbroadcast(-g * jnp.trunc((x - ans) / y), y.shape)],
+                 lambda g, ans, x, y: _unbroadcast(-g * _rem_quotient(ans, x, y), y.shape)],
                 [lambda t, ans, x, y: jnp.broadcast_to(t, ans.shape),
-                 lambda t, ans, x, y: -t * jnp.trunc((x - ans) / y)])
+                 lambda t, ans, x, y: -t * _rem_quotient(ans, x, y)])
 
 _BOOL = np.dtype(bool)
 for _name, _impl in [("eq", np.equal), ("ne", np.not_equal), ("lt", np.less), ("le", np.less_equal),
@@ -388,14 +407,32 @@ reduce_min_p = defprim("reduce_min", lambda x, axes: np.min(x, axis=axes),
                        arity=1, attrs=("axes",))
 
 
+def _others_last(x: Any) -> Any:
+    """Along the last axis, each element's product of the others, by a pairwise product tree:
+    O(log n) operations and only multiplications (no division by x), so it is exact with any
+    number of zeros or tiny values, and its own derivatives are right to every order."""
+    n = x.shape[-1]
+    if n <= 1:
+        return jnp.ones(x.shape, x.dtype)
+    if n % 2:
+        x = jnp.concatenate([x, jnp.ones(tuple(x.shape[:-1]) + (1,), x.dtype)], axis=-1)
+    pairs = jnp.reshape(x, tuple(x.shape[:-1]) + (x.shape[-1] // 2, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    up = _others_last(a * b)  # for each pair, the product of all the other pairs
+    out = jnp.reshape(jnp.stack([up * b, up * a], axis=-1), x.shape)
+    return out[..., :n] if n % 2 else out
+
+
 def _prod_others(ans: Any, x: Any, axes: tuple[int, ...]) -> Any:
     """For each element, the product of the other elements of its reduction group, zeros included."""
-    is_zero = x == 0
-    nonzero = jnp.where(is_zero, jnp.ones((), x.dtype), x)
-    prod_nonzero = _expand_reduced(jnp._reduce_prod(nonzero, axes), x.shape, axes)
-    zeros = _expand_reduced(jnp._reduce_sum(is_zero.astype(x.dtype), axes), x.shape, axes)
-    full = _expand_reduced(ans, x.shape, axes)
-    return jnp.where(is_zero, jnp.where(zeros == 1, prod_nonzero, jnp.zeros((), x.dtype)), full / nonzero)
+    if not axes:
+        return jnp.ones(x.shape, x.dtype)
+    kept = tuple(i for i in range(x.ndim) if i not in axes)
+    perm = kept + tuple(axes)
+    moved = jnp.transpose(x, perm)
+    flat = jnp.reshape(moved, tuple(moved.shape[:len(kept)]) + (math.prod(x.shape[i] for i in axes),))
+    others = jnp.reshape(_others_last(flat), moved.shape)
+    return jnp.transpose(others, tuple(int(i) for i in np.argsort(perm)))
 
 
 reduce_prod_p = defprim(
