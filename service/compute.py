@@ -130,9 +130,21 @@ def check_argnums(opts: Options, nargs: int) -> None:
                                  {"argnums": opts.argnums, "arguments": nargs})
 
 
+def _as_pair(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """With has_aux, a function returning (out, a, b, ...) means (out, (a, b, ...))."""
+    def paired(*args: Any) -> Any:
+        out = fn(*args)
+        if isinstance(out, tuple) and len(out) > 2:
+            return out[0], out[1:]
+        return out
+    return paired
+
+
 def transformed(fn: Callable[..., Any], opts: Options, nargs: int) -> Callable[..., Any]:
     """The Python function a plan traces: args (and tangents/cotangent) in, a result dict out."""
     t = opts.transform
+    if opts.has_aux:
+        fn = _as_pair(fn)
     if t == "value":
         return lambda *args: {"value": fn(*args)}
     if t == "grad":

@@ -38,7 +38,7 @@ def asarray(x: ArrayLike, dtype: Any = None) -> Any:
         value = np.asarray([np.asarray(e) if isinstance(e, Array) else e for e in x])
     else:
         value = np.asarray(x)
-    if value.dtype == object:
+    if value.dtype == object or value.dtype.kind in "US":  # objects, strings, bytes
         raise TypeError(f"cannot convert {type(x).__name__} to an array of numbers")
     target = np.dtype(dtype) if dtype is not None else dtypes.canonicalize(value.dtype)
     if value.dtype != target:
@@ -69,6 +69,10 @@ def convert(x: Any, dtype: np.dtype) -> Any:
 
 def promote(*args: ArrayLike) -> list[Any]:
     """Operands converted to one dtype by JAX's rules (Python scalars adapt to arrays)."""
+    if len(args) == 2:  # the common case, without the general machinery
+        a, b = args
+        if isinstance(a, (Array, Tracer)) and isinstance(b, (Array, Tracer)) and a.dtype == b.dtype:
+            return [a, b]
     converted = [a if isinstance(a, (Array, Tracer)) or dtypes.is_weak(a) else asarray(a) for a in args]
     dtype = dtypes.result_type(*converted)
     out = []

@@ -59,6 +59,22 @@ METHODS: dict[str, Any] = {
     "conj": lambda self: self, "conjugate": lambda self: self,
 }
 
+
+def _accepting_out(fn: Any) -> Any:
+    """NumPy's np.sum(x), np.mean(x), ... call x.sum(axis=..., out=None): accept out=None."""
+    def method(self: Any, *args: Any, out: Any = None, **kwargs: Any) -> Any:
+        if out is not None:
+            raise TypeError(f"{fn.__name__}: the `out` argument is not supported (engine arrays are immutable)")
+        return fn(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = fn.__name__
+    method.__doc__ = fn.__doc__
+    return method
+
+
+for _name in ("sum", "mean", "prod", "max", "min", "var", "std", "all", "any"):
+    METHODS[_name] = _accepting_out(METHODS[_name])
+
 PROPERTIES: dict[str, Any] = {
     "T": lambda self: S.transpose(self),
     "mT": lambda self: S.swapaxes(self, -1, -2),

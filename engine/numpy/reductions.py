@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,7 @@ def _minmax(prim: P.Primitive, name: str):
     def fn(a: ArrayLike, axis: Any = None, keepdims: bool = False, initial: Any = None) -> Any:
         x = asarray(a)
         axes = normalize_axis(axis, x.ndim, name)
-        if any(x.shape[i] == 0 for i in axes) and initial is None:
+        if builtins.any(x.shape[i] == 0 for i in axes) and initial is None:
             raise ValueError(f"`{name}` of an empty array has no identity; pass `initial=`")
         result = prim(x, axes=axes) if axes else x
         if initial is not None:
