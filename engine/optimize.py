@@ -142,7 +142,9 @@ def fold_constants(graph: Graph) -> Graph:
         )
         if foldable:
             with np.errstate(all="ignore"):
-                result = np.asarray(eqn.prim.impl(*raw, **eqn.attrs))
+                # C order: a folded view (e.g. a transpose) would make matmul round differently
+                # from the same graph read back from JSON
+                result = np.asarray(eqn.prim.impl(*raw, **eqn.attrs), order="C")
             out = eqn.outputs[0]
             if result.ndim == 0:
                 subst[out] = Literal(result.astype(out.aval.dtype)[()])
@@ -232,6 +234,9 @@ def simplify(graph: Graph) -> Graph:
 # ----------------------------------------------------------------------------- canonical sums and products
 
 _POLY_PRIMS = ("add", "sub", "neg", "mul", "integer_pow")
+# Distributing monomials over sums can double a form's terms at every step (the gradient of a
+# chain like `a = sin(a) * cos(a) + a`): a longer form is emitted as it was written instead.
+MAX_FORM_TERMS = 8
 
 # A polynomial form: (constant, {monomial: coefficient}); a monomial is a sorted tuple of
 # (atom, power) pairs, where an atom is a variable of the rewritten graph.
@@ -457,7 +462,7 @@ class _Canonicalizer:
         for eqn in self.graph.eqns:
             if eqn.prim.name in _POLY_PRIMS and not eqn.prim.multiple_results:
                 form = self._polynomial_form(eqn, eqn.inputs)
-                if form is not None:
+                if form is not None and len(form[1]) <= MAX_FORM_TERMS:  # else: an opaque node
                     self.forms[eqn.outputs[0]] = form
                     self.avals[eqn.outputs[0]] = eqn.outputs[0].aval
                     continue

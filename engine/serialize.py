@@ -24,9 +24,9 @@ from typing import Any, Callable
 import numpy as np
 
 from engine.array import Array
-from engine.core import Graph, Literal, ShapedArray, Tracer, Var, end_trace, new_trace
+from engine.core import Graph, Literal, ShapedArray, Tracer, Var, _element_budget, element_budget, end_trace, new_trace
 from engine.errors import EngineError
-from engine.limits import DEFAULT_LIMITS, Limits
+from engine.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 
 FORMAT = "nabla.graph/1"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "graph-v1.json"
@@ -85,6 +85,8 @@ def _replace_specials(data: Any, depth: int = 0) -> Any:
         raise ValueError(f"unexpected string {data!r} in numeric data (only 'NaN', 'Infinity', "
                          "'-Infinity' are allowed)")
     if isinstance(data, list):
+        if depth >= 32:
+            raise ValueError("data is nested more than 32 levels deep (arrays have at most 32 dimensions)")
         return [_replace_specials(d, depth + 1) for d in data]
     return data
 
@@ -233,12 +235,20 @@ def graph_to_json(graph: Graph, param_names: list[str] | None = None, encoding: 
         name = param_names[i] if param_names else f"p{i}"
         names[v] = name
         params.append({"name": name, "shape": list(v.aval.shape), "dtype": v.aval.dtype.name})
+    taken = set(names.values())
+
+    def fresh(name: str) -> str:  # generated names never shadow a parameter's
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        return name
+
     constants = {}
     for i, (v, c) in enumerate(zip(graph.constvars, graph.consts)):
         if isinstance(c, Tracer):
             raise GraphFormatError("this graph captures a traced value of an enclosing transformation; "
                                    "only graphs of closed functions can be serialised")
-        name = f"c{i}"
+        name = fresh(f"c{i}")
         names[v] = name
         value = np.asarray(c)
         encoded = encode_array(value, encoding)
@@ -259,16 +269,35 @@ def graph_to_json(graph: Graph, param_names: list[str] | None = None, encoding: 
         if eqn.prim.name == "custom_vjp_call":
             raise GraphFormatError("a custom_vjp function holds Python code and cannot be serialised; "
                                    "express it with primitives or register it as a model", node=f"n{k}")
-        ids = [f"n{k}" if len(eqn.outputs) == 1 else f"n{k}.{j}" for j in range(len(eqn.outputs))]
+        ids = [fresh(f"n{k}" if len(eqn.outputs) == 1 else f"n{k}.{j}") for j in range(len(eqn.outputs))]
         for v, node_id in zip(eqn.outputs, ids):
             names[v] = node_id
         nodes.append({"id": ids[0], "op": eqn.prim.name, "inputs": [ref(a) for a in eqn.inputs],
                       "attrs": {k2: _attr_to_json(v) for k2, v in eqn.attrs.items()}})
-    return {"format": FORMAT, "params": params, "constants": constants, "nodes": nodes,
-            "outputs": [ref(a) for a in graph.outvars]}
+    outputs = []
+    for atom in graph.outvars:  # outputs are names: a literal output becomes a 0-d constant
+        if isinstance(atom, Literal):
+            value = np.asarray(atom.value)
+            name = fresh(f"c{len(constants)}")
+            constants[name] = encode_array(value, encoding) if encoding == "base64" else {
+                "dtype": value.dtype.name, "shape": [], "data": encode_array(value)}
+            outputs.append(name)
+        else:
+            outputs.append(names[atom])
+    return {"format": FORMAT, "params": params, "constants": constants, "nodes": nodes, "outputs": outputs}
 
 
 # ----------------------------------------------------------------------------- JSON -> function
+
+
+def _check_depth(doc: Any, limits: Limits) -> None:
+    """Bound the nesting of the document (max_depth) without recursion, before anything walks it."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        limits.check("max_depth", depth, "the nesting depth of the document")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
 
 
 class GraphFunction:
@@ -282,6 +311,7 @@ class GraphFunction:
         self.limits = limits
         if not isinstance(doc, dict):
             raise GraphFormatError("a graph document must be a JSON object")
+        _check_depth(doc, limits)
         fmt = doc.get("format")
         if fmt != FORMAT:
             raise GraphFormatError(f"unsupported graph format {fmt!r}; this server reads {FORMAT!r}",
@@ -462,9 +492,12 @@ class GraphFunction:
                     dt = np.dtype(dtype) if dtype else (typed.dtype if typed is not None else np.dtype("float32"))
                     operands[j] = Array(np.asarray(value, dtype=dt)[()])
             try:
-                result = bind(prim, tuple(operands), attrs)
+                with element_budget(_budget(self.limits.max_array_elements)):
+                    result = bind(prim, tuple(operands), attrs)
             except LimitExceededInGraph:
                 raise
+            except LimitExceeded as e:
+                raise LimitExceededInGraph(f"node {node_id!r} ({prim.name}): {e}", node=node_id) from None
             except (EngineError, ValueError, TypeError, IndexError, np.linalg.LinAlgError) as e:
                 if isinstance(e, GraphFormatError):
                     raise
@@ -482,6 +515,12 @@ class GraphFunction:
             raise LimitExceededInGraph(
                 f"node {node_id!r} would produce {size} elements, over the limit of "
                 f"{self.limits.max_array_elements} (max_array_elements)", node=node_id)
+
+
+def _budget(limit: int) -> int:
+    """The element budget for a node: this graph's limit, or an enclosing tighter one."""
+    outer = _element_budget[-1]
+    return limit if outer is None else min(limit, outer)
 
 
 class GraphShapeError(GraphFormatError):
@@ -506,6 +545,8 @@ def trace_graph_function(fn: GraphFunction, avals: list[ShapedArray]) -> Graph:
     trace = new_trace(concrete=False)
     try:
         tracers = [trace.new_input(av) for av in avals]
+        for value in fn.constants.values():  # captured first, in the document's order
+            trace.atom_for(Array(value))
         out = fn(*tracers)
         outs = list(out) if isinstance(out, tuple) else [out]
         graph = trace.to_graph(outs)

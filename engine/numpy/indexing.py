@@ -130,6 +130,8 @@ def indexed_shape(shape: tuple[int, ...], index: tuple, array_shapes: list[tuple
     dim = 0
     for pos, it in enumerate(index):
         kind = it[0]
+        if kind == "int" and not 0 <= it[1] < shape[dim]:  # graphs from JSON are checked here, not in normalize_index
+            raise IndexError(f"index {it[1]} is out of bounds for axis {dim} with size {shape[dim]}")
         if kind == "none":
             out.append(1)
         elif kind == "ellipsis":
