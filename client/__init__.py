@@ -7,8 +7,18 @@
 
 from client._client import AsyncClient, Client
 from client._exceptions import (
-    APIConnectionError, APIError, APIStatusError, APITimeoutError, AuthenticationError, BadRequestError,
-    ConflictError, GradientCheckError, InternalServerError, NablaError, NotFoundError, PermissionDeniedError,
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    GradientCheckError,
+    InternalServerError,
+    NablaError,
+    NotFoundError,
+    PermissionDeniedError,
     RateLimitError,
 )
 from client._wire import Expr, GraphDoc, Model

@@ -15,21 +15,26 @@ import os
 import random
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import httpx
 
 from client import _wire as W
 from client._exceptions import (
-    APIConnectionError, APITimeoutError, GradientCheckError, error_for_status,
+    APIConnectionError,
+    APITimeoutError,
+    GradientCheckError,
+    error_for_status,
 )
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 2
-# 408 is not retried: from this server it means the computation itself ran out of time.
-RETRY_STATUSES = {409, 429, 500, 502, 503, 504}
+# 408 is not retried: from this server it means the computation itself ran out of time; nor is 409
+# (replacing or deleting a built-in model: retrying cannot help).
+RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
 @dataclass
@@ -193,17 +198,35 @@ def build_jacobian(f: Any, args: Sequence[Any], argnums: Any, mode: str, has_aux
     key = "hessian" if hessian else "jacobian"
 
     def decode(resp: dict[str, Any]) -> Any:
-        # Jacobians of pytree functions come back in JAX's nested structure; we decode arrays.
-        out = W.decode_tree(resp[key])
+        # JAX's structure: the output's, then per argnums entry the argument's (twice for a Hessian).
+        out = _jac_out(traced, resp[key], argnums, hessian)
         return (out, _aux_out(traced, resp.get("aux"))) if has_aux else out
     return Call("POST", f"/v1/{key}", body, decode)
+
+
+def _jac_out(traced: Any, obj: Any, argnums: int | Sequence[int], hessian: bool) -> Any:
+    """A Jacobian or Hessian in JAX's structure (decode_tree alone would stack same-shaped parts)."""
+    if traced is None:  # an expression or model: tuple argnums give one part (row) per entry
+        if isinstance(argnums, int):
+            return W.decode_tree(obj)
+        return tuple(tuple(W.decode_tree(o) for o in row) if hessian else W.decode_tree(row) for row in obj)
+    from engine.tree_util import tree_unflatten
+
+    several = len(W.leaf_argnums(traced, argnums)) > 1  # the server's parts: one per argument leaf
+
+    def per_arg(o: Any, inner: Callable[[Any], Any]) -> Any:
+        return W.unflatten_per_arg(traced, argnums, [inner(x) for x in (o if several else [o])])
+
+    per_out = obj if traced.out_tree.num_leaves > 1 else [obj]
+    parts = [per_arg(o, (lambda r: per_arg(r, W.decode_leaf)) if hessian else W.decode_leaf) for o in per_out]
+    return tree_unflatten(traced.out_tree, parts)
 
 
 def build_check(f: Any, args: Sequence[Any], order: int, modes: Sequence[str], eps: float | None,
                 atol: float | None, rtol: float | None) -> Call:
     spec, wire, traced = _prepare(f, args, False)
     body = _common(spec, wire, args)
-    check: dict[str, Any] = {"order": order, "modes": list(modes)}
+    check: dict[str, Any] = {"order": order, "modes": [modes] if isinstance(modes, str) else list(modes)}
     for name, value in (("eps", eps), ("atol", atol), ("rtol", rtol)):
         if value is not None:
             check[name] = value

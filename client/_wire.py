@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import threading
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -174,7 +176,9 @@ def decode_like(obj: Any, template: Any) -> Any:
         return {k: decode_like(obj[str(k)], v) for k, v in template.items()}
     if isinstance(template, tuple) and hasattr(template, "_fields"):
         return type(template)(*[decode_like(o, t) for o, t in zip(obj, template)])
-    if isinstance(template, (list, tuple)) and not (template and all(isinstance(v, (int, float, bool)) for v in template)):
+    numeric_list = bool(template) and all(isinstance(v, (int, float, bool)) for v in template) \
+        if isinstance(template, (list, tuple)) else False
+    if isinstance(template, (list, tuple)) and not numeric_list:
         return type(template)(decode_like(o, t) for o, t in zip(obj, template))
     return decode_leaf(obj)
 
@@ -234,18 +238,18 @@ class PythonFunction:
         import engine
         from engine.tree_util import tree_flatten
 
-        arg_trees, leaves_all = [], []
+        arg_trees, sizes, raw = [], [], []
         for a in args:
             leaves, tree = tree_flatten(a)
             arg_trees.append(tree)
-            leaves_all.append(canonical_leaves(leaves))
-        key = (has_aux, tuple(arg_trees), tuple((x.shape, x.dtype.str) for ls in leaves_all for x in ls))
+            sizes.append(len(leaves))
+            raw.extend(leaves)
+        flat = canonical_leaves(raw)  # all leaves at once: one float dtype, as flat_leaves sends them
+        key = (has_aux, tuple(arg_trees), tuple((x.shape, x.dtype.str) for x in flat))
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:
             return hit
-        flat = [x for ls in leaves_all for x in ls]
-        sizes = [len(ls) for ls in leaves_all]
         holder: dict[str, Any] = {}
 
         def flat_fn(*flat_leaves: Any) -> Any:
@@ -264,11 +268,31 @@ class PythonFunction:
             return tuple(out_leaves) + (tuple(aux_leaves) if has_aux else ())
 
         graph = engine.make_graph(flat_fn)(*[engine.numpy.asarray(x, x.dtype) for x in flat])
-        graph.param_names = [f"x{i}" for i in range(len(flat))]
+        graph.param_names = param_names(self.fn, sizes)
         traced = _Traced(graph.to_json(), arg_trees, sizes, holder["out_tree"], holder.get("aux_tree"))
         with self._lock:
             self._cache[key] = traced
         return traced
+
+
+def param_names(fn: Callable[..., Any], sizes: Sequence[int]) -> list[str]:
+    """The graph's parameter names: an argument with one leaf keeps its Python name (so a registered
+    model's constants bind by it), one with several is name.0, name.1, ...; x0, x1, ... otherwise."""
+    import inspect
+    import re
+
+    try:
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        names = [p.name for p in inspect.signature(fn).parameters.values() if p.kind in kinds]
+    except (TypeError, ValueError):
+        names = []
+    out = []
+    for i, n in enumerate(sizes):
+        base = names[i] if i < len(names) else f"arg{i}"
+        out.extend([base] if n == 1 else [f"{base}.{j}" for j in range(n)])
+    fallback = [f"x{i}" for i in range(sum(sizes))]
+    ok = len(set(out)) == len(out) and all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}", n) for n in out)
+    return out if ok else fallback
 
 
 def canonical_leaves(leaves: Sequence[Any]) -> list[np.ndarray]:
@@ -308,6 +332,23 @@ def unflatten_per_arg(traced: _Traced, argnums: int | Sequence[int], leaf_result
     return out[0] if isinstance(argnums, int) else tuple(out)
 
 
+_TRACED: weakref.WeakKeyDictionary[Any, PythonFunction] = weakref.WeakKeyDictionary()
+_TRACED_LOCK = threading.Lock()
+
+
+def python_function(f: Callable[..., Any]) -> PythonFunction:
+    """f's PythonFunction, shared by every transform of f (c.grad(f), c.value(f), ...), so f is
+    traced once per input signature, not once per c.grad(f) wrapper."""
+    with _TRACED_LOCK:
+        try:
+            hit = _TRACED.get(f)
+            if hit is None:
+                hit = _TRACED[f] = PythonFunction(f)
+            return hit
+        except TypeError:  # not weakly referenceable (or unhashable): no sharing
+            return PythonFunction(f)
+
+
 def as_function_ref(f: Any, params: Sequence[str] | None) -> Any:
     if isinstance(f, (Expr, Model, GraphDoc, PythonFunction)):
         return f
@@ -318,6 +359,6 @@ def as_function_ref(f: Any, params: Sequence[str] | None) -> Any:
     if isinstance(f, dict):
         return GraphDoc(f)
     if callable(f):
-        return PythonFunction(f)
+        return python_function(f)
     raise TypeError(f"cannot send {type(f).__name__} as a function: pass a Python function, an expression "
                     "string with params, a graph document, or client.model(name)")

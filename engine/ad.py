@@ -8,7 +8,8 @@ Cotangents and tangents that are known to be zero are never materialised (None).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -6,7 +6,8 @@ code cannot tell them apart except that only an Array has concrete values to pri
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 

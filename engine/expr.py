@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -389,7 +390,10 @@ class Program:
                 size = n * m
             elif fname == "arange":
                 nums = [float(a) for a in args[:3]]
-                start, stop, step = (0.0, nums[0], 1.0) if len(nums) == 1 else (nums[0], nums[1], nums[2] if len(nums) > 2 else 1.0)
+                if len(nums) == 1:
+                    start, stop, step = 0.0, nums[0], 1.0
+                else:
+                    start, stop, step = nums[0], nums[1], nums[2] if len(nums) > 2 else 1.0
                 size = int(max(0, math.ceil((stop - start) / step))) if step else 0
             else:  # linspace
                 size = int(args[2]) if len(args) > 2 else int(kwargs.get("num", 50))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from engine.array import Array
-from engine.core import Tracer, aval_of, eval_graph
+from engine.core import Tracer, eval_graph
 from engine.numpy._base import asarray
 from engine.transforms import trace_function
 from engine.tree_util import tree_flatten, tree_unflatten
@@ -33,7 +34,8 @@ def jit(fun: Callable[..., Any], static_argnums: int | Sequence[int] = ()) -> Ca
         nums = tuple(i for i in range(len(args)) if i not in statics)
         leaves, in_tree = tree_flatten(tuple(args[i] for i in nums))
         leaves = [x if isinstance(x, (Array, Tracer)) else asarray(x) for x in leaves]
-        key = (in_tree, tuple(aval_of(x) for x in leaves),
+        # Plain tuples hash fast; the tree structure's own hash runs once per call.
+        key = (in_tree, tuple((x.shape, x.dtype.str) for x in leaves),
                tuple(_static_key(args[i]) for i in statics if i < len(args)))
         entry = cache.get(key)
         if entry is None:

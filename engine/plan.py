@@ -10,7 +10,8 @@ and constants are passed in through the function's namespace, never spelled out 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

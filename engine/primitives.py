@@ -14,8 +14,9 @@ A rule that returns None contributes a symbolic zero.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -376,7 +377,8 @@ def _expand_reduced(g: Any, x_shape: tuple[int, ...], axes: tuple[int, ...]) -> 
 
 
 def _sum_impl(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    return np.sum(x, axis=axes) if axes else x
+    # The ufunc's reduce directly: np.sum's Python-level dispatch costs more than a small sum.
+    return np.add.reduce(x, axis=axes) if axes else x
 
 
 reduce_sum_p = defprim(
@@ -399,10 +401,10 @@ def _minmax_jvp(t: Any, ans: Any, x: Any, *, axes: tuple[int, ...]) -> Any:
     return jnp._reduce_sum(t * hits, axes) / jnp._reduce_sum(hits, axes)
 
 
-reduce_max_p = defprim("reduce_max", lambda x, axes: np.max(x, axis=axes),
+reduce_max_p = defprim("reduce_max", lambda x, axes: np.maximum.reduce(x, axis=axes),
                        _reduce_abstract("reduce_max"), [_minmax_deriv], [_minmax_jvp],
                        arity=1, attrs=("axes",))
-reduce_min_p = defprim("reduce_min", lambda x, axes: np.min(x, axis=axes),
+reduce_min_p = defprim("reduce_min", lambda x, axes: np.minimum.reduce(x, axis=axes),
                        _reduce_abstract("reduce_min"), [_minmax_deriv], [_minmax_jvp],
                        arity=1, attrs=("axes",))
 
@@ -500,7 +502,7 @@ def _reshape_abstract(x: ShapedArray, *, shape: tuple[int, ...]) -> ShapedArray:
 
 
 reshape_p = defprim(
-    "reshape", lambda x, shape: np.reshape(x, shape), _reshape_abstract,
+    "reshape", lambda x, shape: np.asarray(x).reshape(shape), _reshape_abstract,
     [lambda g, ans, x, *, shape: jnp.reshape(g, x.shape)],
     [lambda t, ans, x, *, shape: jnp.reshape(t, shape)],
     arity=1, attrs=("shape",),
@@ -514,7 +516,7 @@ def _transpose_abstract(x: ShapedArray, *, perm: tuple[int, ...]) -> ShapedArray
 
 
 transpose_p = defprim(
-    "transpose", lambda x, perm: np.transpose(x, perm), _transpose_abstract,
+    "transpose", lambda x, perm: np.asarray(x).transpose(perm), _transpose_abstract,
     [lambda g, ans, x, *, perm: jnp.transpose(g, tuple(np.argsort(perm)))],
     [lambda t, ans, x, *, perm: jnp.transpose(t, perm)],
     arity=1, attrs=("perm",),

@@ -7,7 +7,8 @@ is our default; `config.update("jax_threefry_partitionable", True)` selects the 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

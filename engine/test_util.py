@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,8 +51,8 @@ def _dtype_of(args: Sequence[Any]) -> np.dtype:
 
 
 def _rand_like(rng: np.random.Generator, tree: Any) -> Any:
-    from engine.tree_util import tree_map
     from engine.numpy._base import asarray
+    from engine.tree_util import tree_map
 
     def one(x: Any) -> Any:
         a = np.asarray(x)
@@ -63,8 +64,8 @@ def _rand_like(rng: np.random.Generator, tree: Any) -> Any:
 
 
 def _axpy(alpha: float, x: Any, y: Any) -> Any:
-    from engine.tree_util import tree_map
     from engine.numpy._base import asarray
+    from engine.tree_util import tree_map
 
     def one(a: Any, b: Any) -> Any:
         b = asarray(b)
@@ -127,8 +128,10 @@ def _run_checks(f: Callable[..., Any], args: tuple, order: int, modes: Sequence[
             results.append(CheckResult(level, "fwd", "jvp", *_compare(numeric, analytic, tol_a, tol_r),
                                        tol_a, tol_r, numeric, analytic))
             if order > 1:
-                _run_checks(lambda *a: jvp(f, a, tangents)[1], args, order - 1, ("fwd",),
-                            atol, rtol, eps, results, level + 1)
+                def pushed(*a: Any, tangents: tuple = tangents) -> Any:
+                    return jvp(f, a, tangents)[1]
+
+                _run_checks(pushed, args, order - 1, ("fwd",), atol, rtol, eps, results, level + 1)
         elif mode == "rev":
             out, pullback = vjp(f, *args)
             cotangent = _rand_like(rng, out)
@@ -141,7 +144,7 @@ def _run_checks(f: Callable[..., Any], args: tuple, order: int, modes: Sequence[
                                        *_compare(np.asarray(numeric), np.asarray(analytic), tol_a, tol_r),
                                        tol_a, tol_r, numeric, analytic))
             if order > 1:
-                def pulled(*a: Any) -> Any:
+                def pulled(*a: Any, cotangent: Any = cotangent) -> Any:
                     return vjp(f, *a)[1](cotangent)
 
                 _run_checks(pulled, args, order - 1, ("rev",), atol, rtol, eps, results, level + 1)

@@ -4,7 +4,8 @@ make_graph. Each traces the user's function into a graph and runs an interpreter
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any
 
 __all__ = [
     "PyTreeDef",
@@ -838,7 +839,7 @@ def describe_mismatch(treedef_a: PyTreeDef, treedef_b: PyTreeDef) -> str:
     """
     a, b = treedef_a._nodes, treedef_b._nodes
     paths = _iter_paths(a)
-    for i, (ea, eb) in enumerate(zip(a, b)):
+    for ea, eb in zip(a, b):
         p = next(paths)
         if ea[0] is eb[0] and ea[2] == eb[2] and _aux_equal(ea[1], eb[1]):
             continue

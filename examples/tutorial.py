@@ -1,9 +1,9 @@
 """The JAX autodiff tutorial, run on the engine: only the imports differ from the original."""
 
 import engine as jax
-
 import engine.numpy as jnp
 from engine import grad
+
 grad_tanh = grad(jnp.tanh)
 print(grad_tanh(2.0))
 print(grad(grad(jnp.tanh))(2.0))
@@ -61,5 +61,6 @@ unitvec = vec / jnp.sqrt(jnp.vdot(vec, vec))
 W_grad_numerical = (loss(W + eps / 2. * unitvec, b) - loss(W - eps / 2. * unitvec, b)) / eps
 print('W_dirderiv_numerical', W_grad_numerical)
 print('W_dirderiv_autodiff', jnp.vdot(grad(loss)(W, b), unitvec))
-from engine.test_util import check_grads
+from engine.test_util import check_grads  # noqa: E402 - where the tutorial imports it
+
 check_grads(loss, (W, b), order=2)

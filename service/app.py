@@ -26,7 +26,13 @@ from service import schemas as S
 from service.builtin_models import BUILTIN_MODELS
 from service.compute import TRANSFORMS, PlanCache, abstract_shapes, cast_floats, elapsed_ms, parse_options, run
 from service.errors import (
-    APIError, Conflict, Forbidden, InvalidRequest, LimitExceededError, NotFound, Unauthorized,
+    APIError,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    LimitExceededError,
+    NotFound,
+    Unauthorized,
 )
 from service.functions import FunctionResolver, compile_spec, decode_constants, encode_constants
 from service.json_trees import TreeBudget, decode_tree, encode_tree
@@ -91,6 +97,7 @@ class RequestContextMiddleware:
 
         length = incoming.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
+            self.metrics.observe_error(LimitExceededError.type)
             await _send_error(send_with_id, request_id, LimitExceededError(
                 f"the request body has {int(length)} bytes, over the limit of {self.max_body} "
                 "(NABLA_MAX_BODY_BYTES)", {"limit": self.max_body}))
@@ -109,6 +116,7 @@ class RequestContextMiddleware:
             try:
                 await self.app(scope, limited_receive, send_with_id)
             except _BodyTooLarge:
+                self.metrics.observe_error(LimitExceededError.type)
                 await _send_error(send_with_id, request_id, LimitExceededError(
                     f"the request body is over the limit of {self.max_body} bytes (NABLA_MAX_BODY_BYTES)",
                     {"limit": self.max_body}))

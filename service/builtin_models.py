@@ -6,8 +6,9 @@ name, so callers send only the rest (the tutorial's data is bound, callers send 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

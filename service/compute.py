@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -19,15 +20,26 @@ import engine
 from engine.array import Array
 from engine.core import Graph, aval_of, deadline, element_budget
 from engine.errors import (
-    ConcretizationError, DeadlineExceeded, DifferentiationError, DtypeError, EngineError, ShapeError,
+    ConcretizationError,
+    DeadlineExceeded,
+    DifferentiationError,
+    DtypeError,
+    EngineError,
+    ShapeError,
 )
 from engine.expr import ExprError
 from engine.limits import LimitExceeded
 from engine.serialize import GraphFormatError
 from engine.tree_util import tree_flatten, tree_map
 from service.errors import (
-    APIError, ComputeError, ComputeTimeout, DtypeMismatch, InvalidArgument, InvalidRequest,
-    NotDifferentiable, ShapeMismatch,
+    APIError,
+    ComputeError,
+    ComputeTimeout,
+    DtypeMismatch,
+    InvalidArgument,
+    InvalidRequest,
+    NotDifferentiable,
+    ShapeMismatch,
 )
 from service.functions import Function, function_error
 
@@ -149,7 +161,7 @@ def transformed(fn: Callable[..., Any], opts: Options, nargs: int) -> Callable[.
         return lambda *args: {"value": fn(*args)}
     if t == "grad":
         g = fn
-        for level in range(opts.order):
+        for _ in range(opts.order):
             g = engine.grad(g, opts.argnums, has_aux=opts.has_aux)
 
         def run_grad(*args: Any) -> Any:

@@ -12,8 +12,9 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,14 @@ from engine.expr import ExprError, Program
 from engine.limits import LimitExceeded, Limits
 from engine.serialize import GraphFormatError, GraphFunction
 from service.builtin_models import BUILTIN_MODELS
-from service.errors import InvalidFunction, InvalidRequest, LimitExceededError, NotFound
+from service.errors import (
+    DtypeMismatch,
+    InvalidFunction,
+    InvalidRequest,
+    LimitExceededError,
+    NotFound,
+    ShapeMismatch,
+)
 from service.json_trees import TreeBudget, decode_tree, encode_tree
 from service.store import ModelRecord, Registry
 
@@ -72,7 +80,7 @@ def compile_spec(spec: Any, limits: Limits) -> tuple[Callable[..., Any], list[st
             return graph, list(graph.params), graph.num_nodes
     except ExprError as e:
         raise function_error(e) from None
-    except GraphFormatError as e:
+    except (GraphFormatError, LimitExceeded) as e:
         raise function_error(e) from None
     raise InvalidFunction("a model reference cannot be registered as a model's function")
 
@@ -82,6 +90,8 @@ def function_error(e: Exception) -> Exception:
         detail = {"line": e.line, "column": e.col, "kind": e.kind}
         if e.kind == "limit":
             return LimitExceededError(str(e), detail)
+        if e.kind in ("shape", "dtype"):  # operands that do not fit: the same types as for graphs
+            return (ShapeMismatch if e.kind == "shape" else DtypeMismatch)(str(e), detail)
         return InvalidFunction(str(e), detail)
     if isinstance(e, GraphFormatError):
         detail = {"node": e.node, "field": e.field}
@@ -93,7 +103,8 @@ def function_error(e: Exception) -> Exception:
     return InvalidFunction(str(e))
 
 
-def bind_constants(fn: Callable[..., Any], params: list[str], constants: dict[str, Any]) -> tuple[Callable[..., Any], list[str]]:
+def bind_constants(fn: Callable[..., Any], params: list[str],
+                   constants: dict[str, Any]) -> tuple[Callable[..., Any], list[str]]:
     """fn with some parameters fixed by name; returns it and the remaining parameter names."""
     unknown = set(constants) - set(params)
     if unknown:
@@ -197,8 +208,10 @@ class FunctionResolver:
         fn, params, nodes = compile_spec(definition["function"], self.limits)
         constants = decode_constants(definition.get("constants") or {}, self.limits)
         bound, free = bind_constants(fn, params, constants)
-        return Function(f"model:{name}:{version}", free, bound, definition.get("description", ""), nodes,
-                        name, version)
+        # The content is part of the key: a name deleted and registered again reuses version numbers,
+        # and compiled plans must not be shared with the old function.
+        key = f"model:{name}:{version}:" + content_key([definition["function"], definition.get("constants") or {}])
+        return Function(key, free, bound, definition.get("description", ""), nodes, name, version)
 
     def forget(self, name: str) -> None:
         with self._lock:

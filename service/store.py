@@ -13,10 +13,11 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # Each migration is a list of statements; never edit one that has shipped, append a new one.
 MIGRATIONS: list[list[str]] = [
@@ -124,7 +125,7 @@ class Registry:
     def add(self, name: str, function: dict[str, Any], constants: dict[str, Any], description: str,
             params: list[str], graph_nodes: int) -> int:
         """Store a new version of `name` and return its number."""
-        created = datetime.now(timezone.utc).isoformat()
+        created = datetime.now(UTC).isoformat()
         payload = (json.dumps(function, separators=(",", ":")), json.dumps(constants, separators=(",", ":")),
                    description, json.dumps(params), graph_nodes, created)
         for attempt in range(20):

@@ -479,7 +479,8 @@ def test_keystr():
 def test_flatten_with_path():
     tree = {"W": [1, (2,)], "b": Point(3, 4), "n": None, "p": Params(5, 6)}
     path_leaves, td = tree_flatten_with_path(tree)
-    assert [keystr(p) for p, _ in path_leaves] == ["['W'][0]", "['W'][1][0]", "['b'].x", "['b'].y", "['p'].w", "['p'].b"]
+    assert [keystr(p) for p, _ in path_leaves] == [
+        "['W'][0]", "['W'][1][0]", "['b'].x", "['b'].y", "['p'].w", "['p'].b"]
     assert [v for _, v in path_leaves] == tree_leaves(tree)
     assert td == tree_structure(tree)
     assert path_leaves[0][0] == (DictKey("W"), SequenceKey(0))
@@ -516,7 +517,8 @@ def test_describe_mismatch():
     assert "['b']" in msg and "['z']" in msg
     assert tu.describe_mismatch(tree_structure([1, [2]]), tree_structure([1, [2, 3]])) == (
         "at [1]: a list of 1 child vs a list of 2 children")
-    assert tu.describe_mismatch(tree_structure((1, 2)), tree_structure((1, [2]))) == "at [1]: a leaf vs a list of 1 child"
+    assert tu.describe_mismatch(tree_structure((1, 2)), tree_structure((1, [2]))) == (
+        "at [1]: a leaf vs a list of 1 child")
     assert tu.describe_mismatch(tree_structure(1), tree_structure(None)) == "at the root: a leaf vs None"
     assert "Point" in tu.describe_mismatch(tree_structure(Point(1, 2)), tree_structure((1, 2)))
     assert tu.describe_mismatch(tree_structure(Point(1, (2,))), tree_structure(Point(1, [2]))).startswith("at .y:")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from engine import primitives as P
 from engine.errors import ShapeError
 from engine.numpy._base import ArrayLike, asarray, promote
-from engine.numpy.shapes import expand_dims, ravel, reshape, squeeze
+from engine.numpy.shapes import expand_dims, ravel, squeeze
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

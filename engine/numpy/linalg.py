@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from engine import primitives as P
-from engine.numpy._base import ArrayLike, asarray, promote_float
+from engine.numpy._base import ArrayLike, promote_float
 
 
 def _float_matrix(a: ArrayLike) -> Any:
