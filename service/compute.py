@@ -191,7 +191,7 @@ def transformed(fn: Callable[..., Any], opts: Options, nargs: int) -> Callable[.
         def run_vjp(*flat: Any) -> Any:
             args, cotangent = flat[:nargs], flat[nargs]
             out = engine.vjp(fn, *args, has_aux=opts.has_aux)
-            result = {"value": out[0], "vjp": list(out[1](cotangent))}
+            result = {"value": out[0], "vjp": list(out[1](_like(cotangent, out[0])))}
             if opts.has_aux:
                 result["aux"] = out[2]
             return result
@@ -212,6 +212,21 @@ def transformed(fn: Callable[..., Any], opts: Options, nargs: int) -> Callable[.
             return {"hessian": out[0], "aux": out[1]} if opts.has_aux else {"hessian": out}
         return run_hess
     raise InvalidRequest(f"unknown transform {t!r}")
+
+
+def _like(cotangent: Any, output: Any) -> Any:
+    """The cotangent in the output's structure: JSON has no tuples, and a list of equal-shaped
+    arrays arrives stacked, so both are matched to the output by their leaves."""
+    from engine.tree_util import tree_leaves, tree_structure, tree_unflatten
+
+    target = tree_structure(output)
+    leaves = tree_leaves(cotangent)
+    if len(leaves) == 1 and target.num_leaves > 1 and leaves[0].shape[:1] == (target.num_leaves,):
+        leaves = list(leaves[0])
+    if len(leaves) != target.num_leaves:
+        raise InvalidRequest(f"the cotangent has {len(leaves)} array(s), but the function's output has "
+                             f"{target.num_leaves}: send one array per output, shaped like it")
+    return tree_unflatten(target, leaves)
 
 
 def result_structure(result: dict[str, Any], opts: Options) -> dict[str, Any]:
