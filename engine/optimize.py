@@ -21,17 +21,29 @@ MAX_FOLDED_ELEMENTS = 1 << 16
 
 
 def optimize(graph: Graph, *, max_rounds: int = 8) -> Graph:
-    """The graph with every pass applied until nothing changes (a new graph; the input is kept)."""
+    """The graph with every pass applied until nothing changes (a new graph; the input is kept).
+
+    Distributing monomials over sums shrinks repeated derivatives of one function (tanh's n-th
+    derivative) but grows long chains (a 200-step recurrence); both strategies run and the
+    smaller graph wins, the one without distribution on a tie.
+    """
+    candidates = [_run_passes(graph, max_rounds, distribute=False), _run_passes(graph, max_rounds, distribute=True)]
+    g = min(candidates, key=lambda c: len(c.eqns))
+    for attr in ("in_tree", "out_tree"):
+        if hasattr(graph, attr):
+            setattr(g, attr, getattr(graph, attr))
+    return g
+
+
+def _run_passes(graph: Graph, max_rounds: int, distribute: bool) -> Graph:
     g = Graph(list(graph.invars), list(graph.constvars), list(graph.consts), list(graph.eqns),
               list(graph.outvars))
     for _ in range(max_rounds):
         before = (len(g.eqns), len(g.constvars))
-        g = eliminate_dead_code(eliminate_common_subexpressions(canonicalize_arithmetic(simplify(fold_constants(g)))))
+        g = canonicalize_arithmetic(simplify(fold_constants(g)), distribute=distribute)
+        g = eliminate_dead_code(eliminate_common_subexpressions(g))
         if (len(g.eqns), len(g.constvars)) == before:
             break
-    for attr in ("in_tree", "out_tree"):
-        if hasattr(graph, attr):
-            setattr(g, attr, getattr(graph, attr))
     return g
 
 
@@ -293,8 +305,9 @@ class _Canonicalizer:
     are computed in the same factored way as before and no cancellation is introduced.
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, distribute: bool = True) -> None:
         self.graph = graph
+        self.distribute = distribute
         self.eqns: list[Eqn] = []
         self.subst: dict[Var, Any] = {}
         self.forms: dict[Var, Form] = {}
@@ -442,7 +455,7 @@ class _Canonicalizer:
                 return _scale(forms[0], c1)
             single0 = c0 == 0.0 and len(t0) == 1
             single1 = c1 == 0.0 and len(t1) == 1
-            if single0 != single1:
+            if single0 != single1 and self.distribute:
                 # A monomial times a sum is distributed: scaling every term leaves the sum's
                 # conditioning as it was, and terms from different sums can then merge.
                 (mono, coeff), = (t0 if single0 else t1).items()
@@ -474,5 +487,5 @@ class _Canonicalizer:
         return Graph(self.graph.invars, self.graph.constvars, self.graph.consts, self.eqns, outvars)
 
 
-def canonicalize_arithmetic(graph: Graph) -> Graph:
-    return _Canonicalizer(graph).run()
+def canonicalize_arithmetic(graph: Graph, distribute: bool = True) -> Graph:
+    return _Canonicalizer(graph, distribute).run()

@@ -20,6 +20,13 @@ from engine.core import Graph, Literal, Tracer, Var, check_deadline
 # A cooperative deadline check is emitted every this many equations.
 DEADLINE_EVERY = 32
 
+# Arithmetic is written as Python operators: the same NumPy operation as the ufunc call, but on
+# NumPy scalars it skips the ufunc machinery (about 60 ns instead of 600 ns).
+_OPERATORS = {
+    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
+    "lt": "{0} < {1}", "le": "{0} <= {1}", "gt": "{0} > {1}", "ge": "{0} >= {1}",
+}
+
 
 def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[list[Any]], list[Any]]:
     """A function of the graph's inputs (raw NumPy values) returning its outputs (raw values)."""
@@ -36,7 +43,8 @@ def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[lis
 
     params = [name_of(v) for v in graph.invars]
     for i, (v, c) in enumerate(zip(graph.constvars, graph.consts)):
-        namespace[f"c{i}"] = np.asarray(c) if not isinstance(c, np.generic) else c
+        value = np.asarray(c)
+        namespace[f"c{i}"] = value[()] if value.ndim == 0 else value  # scalars stay NumPy scalars
         names[v] = f"c{i}"
 
     literal_names: dict[tuple, str] = {}
@@ -61,13 +69,19 @@ def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[lis
     invars = set(graph.invars)
 
     for k, eqn in enumerate(graph.eqns):
-        fn_name = f"f{k}"
-        impl = eqn.prim.impl
-        namespace[fn_name] = functools.partial(impl, **eqn.attrs) if eqn.attrs else impl
-        args = ", ".join(atom(a) for a in eqn.inputs)
+        operands = [atom(a) for a in eqn.inputs]
         outs = [name_of(v) for v in eqn.outputs]
         target = outs[0] if len(outs) == 1 and not eqn.prim.multiple_results else "(" + ", ".join(outs) + ",)"
-        lines.append(f"{target} = {fn_name}({args})")
+        template = _OPERATORS.get(eqn.prim.name)
+        if eqn.prim.name == "integer_pow" and eqn.attrs["y"] in (2, 3):
+            template = " * ".join(["{0}"] * eqn.attrs["y"])
+        if template is not None:
+            lines.append(f"{target} = {template.format(*operands)}")
+        else:
+            fn_name = f"f{k}"
+            impl = eqn.prim.impl
+            namespace[fn_name] = functools.partial(impl, **eqn.attrs) if eqn.attrs else impl
+            lines.append(f"{target} = {fn_name}({', '.join(operands)})")
         dead = sorted({names[a] for a in eqn.inputs if isinstance(a, Var) and last_use.get(a) == k
                        and a not in outputs and a not in invars and names[a].startswith("v")})
         if dead:
@@ -82,8 +96,10 @@ def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[lis
     plan = namespace["plan"]
 
     def run(leaves: list[Any]) -> list[Any]:
+        # 0-d inputs become NumPy scalars, which NumPy computes with far less overhead.
+        values = [x[()] if type(x) is np.ndarray and x.ndim == 0 else x for x in leaves]
         with np.errstate(all="ignore"):
-            return plan(*leaves)
+            return plan(*values)
 
     run.source = source  # type: ignore[attr-defined]
     run.plan = plan  # type: ignore[attr-defined]
