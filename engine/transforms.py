@@ -303,6 +303,102 @@ def _stack_rows(rows: list[Any], shape: tuple[int, ...], dtype: Any) -> Any:
     return jnp.reshape(jnp.stack(rows), shape)
 
 
+# Past this many elements in the basis, jacobians loop over basis vectors instead of batching.
+MAX_BATCHED_BASIS = 4_000_000
+
+
+def _identity_blocks(avals: list[ShapedArray], dtype_of: Callable[[ShapedArray], Any]) -> tuple[int, list[Any]]:
+    """The identity basis over all elements of several arrays, one block of rows per array."""
+    total = sum(av.size for av in avals)
+    blocks, offset = [], 0
+    for av in avals:
+        block = np.zeros((total, av.size), dtype=dtype_of(av))
+        block[offset:offset + av.size] = np.eye(av.size, dtype=block.dtype)
+        offset += av.size
+        blocks.append(Array(block.reshape((total,) + tuple(av.shape))))
+    return total, blocks
+
+
+def _batched_jacobian(tf: TracedFunction, leaves: list[Any], wrt: list[bool], mode: str) -> list[list[Any]] | None:
+    """jac[j][i] of shape out_j.shape + in_i.shape, all basis vectors in one batched pass.
+
+    None when batching does not apply (a primitive without a batching rule, or a basis too large).
+    """
+    import engine.numpy as jnp
+    from engine.batching import NotBatchable, eval_batched
+    from engine.core import trace_flat
+
+    graph = tf.graph
+    n_main = tf.n_main
+    in_avals = [aval_of(x) for x in leaves]
+    out_avals = [graph.outvars[j].aval for j in range(n_main)]
+    float_out = [av.dtype.kind in "fc" for av in out_avals]
+    if mode == "rev":
+        basis_avals = [av for av, f in zip(out_avals, float_out) if f]
+    else:
+        basis_avals = [av for av, w in zip(in_avals, wrt) if w]
+    if not basis_avals:
+        return None
+    size = sum(av.size for av in basis_avals)
+    widest = max([av.size for av in in_avals + out_avals] + [1])
+    if size <= 1 or size * widest > MAX_BATCHED_BASIS:
+        return None  # one pass needs no batch axis; a huge basis is done pass by pass
+
+    if mode == "rev":
+        def pass_fn(*xs_and_seeds: Any) -> list[Any]:
+            xs = list(xs_and_seeds[:len(leaves)])
+            seeds = iter(xs_and_seeds[len(leaves):])
+            _, backward = ad.vjp_graph(graph, xs, wrt)
+            cts = [next(seeds) if f else None for f in float_out] + [None] * (len(graph.outvars) - n_main)
+            grads = backward(cts)
+            return [g if g is not None else jnp.zeros(x.shape, x.dtype) for g, x in zip(grads, xs)]
+    else:
+        def pass_fn(*xs_and_seeds: Any) -> list[Any]:
+            xs = list(xs_and_seeds[:len(leaves)])
+            seeds = iter(xs_and_seeds[len(leaves):])
+            tangents = [next(seeds) if w else None for w in wrt]
+            outs, out_t = ad.jvp_graph(graph, xs, tangents)
+            return [t if t is not None else jnp.zeros(o.shape, o.dtype if o.dtype.kind in "fc" else jnp.float32)
+                    for t, o in zip(out_t[:n_main], outs[:n_main])]
+
+    pass_graph, _ = trace_flat(pass_fn, in_avals + basis_avals)
+    total, seeds = _identity_blocks(basis_avals, lambda av: av.dtype)
+    try:
+        results, batched = eval_batched(pass_graph, list(leaves) + seeds,
+                                        [False] * len(leaves) + [True] * len(seeds), total)
+    except NotBatchable:
+        return None
+    results = [r if b else jnp.broadcast_to(jnp.reshape(r, (1,) + tuple(r.shape)), (total,) + tuple(r.shape))
+               for r, b in zip(results, batched)]
+    jac: list[list[Any]] = [[None] * len(leaves) for _ in range(n_main)]
+    if mode == "rev":
+        # results[i]: (total over outputs, *in_i.shape)
+        offsets = np.cumsum([0] + [av.size for av in basis_avals])
+        k = 0
+        for j, (av, f) in enumerate(zip(out_avals, float_out)):
+            for i, x in enumerate(leaves):
+                if not f:
+                    jac[j][i] = jnp.zeros(tuple(av.shape) + tuple(x.shape), x.dtype)
+                    continue
+                rows = results[i][int(offsets[k]):int(offsets[k + 1])]
+                jac[j][i] = jnp.reshape(rows, tuple(av.shape) + tuple(x.shape))
+            k += int(f)
+    else:
+        # results[j]: (total over inputs, *out_j.shape); move the basis axis last.
+        offsets = np.cumsum([0] + [av.size for av in basis_avals])
+        for j, av in enumerate(out_avals):
+            moved = jnp.moveaxis(results[j], 0, -1)  # out_j.shape + (total,)
+            k = 0
+            for i, x in enumerate(leaves):
+                if not wrt[i]:
+                    jac[j][i] = jnp.zeros(tuple(av.shape) + tuple(x.shape), x.dtype)
+                    continue
+                cols = moved[..., int(offsets[k]):int(offsets[k + 1])]
+                jac[j][i] = jnp.reshape(cols, tuple(av.shape) + tuple(x.shape))
+                k += 1
+    return jac
+
+
 def jacrev(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False,
            allow_int: bool = False) -> Callable[..., Any]:
     """The Jacobian by reverse mode, one backward pass per output element.
@@ -318,9 +414,12 @@ def jacrev(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: b
         nums = _normalize_argnums(argnums, len(args), "jacrev")
         tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
         wrt = _check_differentiable_inputs(leaves, in_tree, nums, "jacrev", allow_int)
+        n = tf.n_main
+        batched = _batched_jacobian(tf, leaves, wrt, "rev")
+        if batched is not None:
+            return _jacobian_result(tf, leaves, in_tree, argnums, batched, has_aux)
         known = tf.known if all(isinstance(x, Array) for x in leaves) and _consts_concrete(tf.graph) else None
         outs, backward = ad.vjp_graph(tf.graph, leaves, wrt, known)
-        n = tf.n_main
         per_output = []
         for j, out in enumerate(outs[:n]):
             rows: list[list[Any]] = [[] for _ in leaves]
@@ -354,8 +453,11 @@ def jacfwd(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: b
 
         nums = _normalize_argnums(argnums, len(args), "jacfwd")
         tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
-        _check_differentiable_inputs(leaves, in_tree, nums, "jacfwd", False)
+        wrt = _check_differentiable_inputs(leaves, in_tree, nums, "jacfwd", False)
         n = tf.n_main
+        batched = _batched_jacobian(tf, leaves, wrt, "fwd")
+        if batched is not None:
+            return _jacobian_result(tf, leaves, in_tree, argnums, batched, has_aux)
         columns: list[list[list[Any]]] = [[[] for _ in leaves] for _ in range(n)]
         outs = None
         for i, x in enumerate(leaves):
@@ -391,6 +493,21 @@ def jacfwd(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: b
 
 
 jacobian = jacrev
+
+
+def _jacobian_result(tf: TracedFunction, leaves: list[Any], in_tree: Any, argnums: Any,
+                     jac: list[list[Any]], has_aux: bool) -> Any:
+    per_output = []
+    for row in jac:
+        tree = tree_unflatten(in_tree, row)
+        per_output.append(tree[0] if isinstance(argnums, int) else tuple(tree))
+    result = tree_unflatten(tf.out_tree, per_output)
+    if has_aux:
+        from engine.core import eval_graph
+
+        aux_values = eval_graph(tf.graph, list(leaves))[tf.n_main:]
+        return result, _rebuild_aux(tf, aux_values)
+    return result
 
 
 def hessian(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable[..., Any]:
