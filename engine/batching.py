@@ -11,7 +11,8 @@ NumPy's own broadcasting handles the extra leading axis once operands are aligne
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -111,7 +111,9 @@ def decode_array(spec: Any, where: str, limits: Limits = DEFAULT_LIMITS, max_ele
         if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
                                                   for n in shape):
             raise GraphFormatError(f"{where}: shape must be a list of non-negative integers", field=where)
-        size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        size = 1
+        for n in shape:  # exact: np.prod in int64 wraps around for shapes like [2**32, 2**32]
+            size *= n
         limits.check("max_constant_elements" if max_elements is None else "max_array_elements",
                      size, f"{where}: the number of elements")
     data = spec.get("data")
@@ -126,7 +128,10 @@ def decode_array(spec: Any, where: str, limits: Limits = DEFAULT_LIMITS, max_ele
             raise GraphFormatError(
                 f"{where}: base64 data has {len(raw)} bytes, but shape {shape} of {dtype_name} needs "
                 f"{size * dtype.itemsize}", field=where)
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+        try:
+            return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+        except ValueError as e:  # an empty array with a dimension NumPy cannot index ([2**62, 4, 0])
+            raise GraphFormatError(f"{where}: shape {shape} is not a valid array shape ({e})", field=where) from None
     try:
         value = np.asarray(_replace_specials(data), dtype=dtype)
     except (ValueError, TypeError) as e:
