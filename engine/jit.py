@@ -26,8 +26,22 @@ def jit(fun: Callable[..., Any], static_argnums: int | Sequence[int] = ()) -> Ca
     statics = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
     cache: dict[Any, Any] = {}
 
+    # Calls whose arguments are all Arrays (the common case) skip flattening: their signature is
+    # just the shapes and dtypes, and the compiled plan runs on the raw values directly.
+    flat_plans: dict[tuple, tuple[Callable[[list[Any]], list[Any]], Any]] = {}
+
     @functools.wraps(fun)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs and not statics:
+            try:
+                signature = tuple((x._value.shape, x._value.dtype) for x in args if type(x) is Array)
+            except AttributeError:
+                signature = ()
+            if len(signature) == len(args):
+                fast = flat_plans.get(signature)
+                if fast is not None:
+                    plan, out_tree = fast
+                    return tree_unflatten(out_tree, [Array(o) for o in plan([x._value for x in args])])
         if kwargs:
             raise TypeError("jit-compiled functions take positional arguments only; bind keyword "
                             "arguments with functools.partial first")
@@ -50,6 +64,8 @@ def jit(fun: Callable[..., Any], static_argnums: int | Sequence[int] = ()) -> Ca
             entry = (graph, tf.out_tree, _compile(graph))
             cache[key] = entry
         graph, out_tree, plan = entry
+        if plan is not None and not statics and all(type(a) is Array for a in args):
+            flat_plans[tuple((x._value.shape, x._value.dtype) for x in args)] = (plan, out_tree)
         if plan is not None and all(isinstance(x, Array) for x in leaves):
             outs = [Array(o) for o in plan([x._value for x in leaves])]
         else:
