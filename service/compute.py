@@ -291,7 +291,8 @@ def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *,
         raise InvalidRequest(
             f"the function takes {len(function.params)} argument(s) {function.params}, got {nargs}",
             {"expected": function.params, "got": nargs})
-    check_argnums(opts, nargs)
+    if "argnums" in OPTIONS[opts.transform]:
+        check_argnums(opts, nargs)
     try:
         with deadline(timeout_s):
             if opts.transform == "check_grads":
@@ -348,8 +349,9 @@ def translate(e: Exception) -> APIError:
         return ComputeTimeout(str(e) + " (NABLA_COMPUTE_TIMEOUT_S)")
     if isinstance(e, (ExprError, GraphFormatError, LimitExceeded)):
         err = function_error(e)
-        if isinstance(e, GraphFormatError) and "node" in str(e) and ("shape" in str(e).lower() or
-                                                                     "broadcast" in str(e).lower()):
+        text = str(e).lower()
+        if (isinstance(e, GraphFormatError) and err.type != "limit_exceeded" and "node" in text
+                and ("shape" in text or "broadcast" in text)):
             return ShapeMismatch(str(e), err.detail)
         return err
     if isinstance(e, ShapeError):
@@ -360,7 +362,8 @@ def translate(e: Exception) -> APIError:
         return NotDifferentiable(str(e))
     if isinstance(e, EngineError):
         return ComputeError(str(e))
-    if isinstance(e, (ValueError, TypeError, IndexError, np.linalg.LinAlgError)):
+    # AttributeError, KeyError: a built-in (Python) model given arguments of the wrong structure
+    if isinstance(e, (ValueError, TypeError, IndexError, AttributeError, KeyError, np.linalg.LinAlgError)):
         return InvalidArgument(f"{type(e).__name__}: {e}")
     raise e
 
