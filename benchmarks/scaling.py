@@ -91,9 +91,11 @@ def random_program(n_ops: int, seed: int) -> Callable[[Any], Any]:
 
     def f(x):
         values = [x]
+        total = 0.0
         for op, (i, j) in zip(ops, picks):
             values.append(_apply(int(op), values[i], values[j]))
-        return jnp.sum(values[-1])
+            total = total + jnp.sum(values[-1])  # every operation reaches the output
+        return total
     return f
 
 

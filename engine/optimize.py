@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.core import Eqn, Graph, Literal, Tracer, Var
+from engine.core import Eqn, Graph, Literal, Tracer, Var, check_deadline
 
 # Folding a constant expression must not materialise something huge (e.g. broadcast_to a
 # scalar to a large shape): fold only results up to this many elements.
@@ -23,24 +23,36 @@ MAX_FOLDED_ELEMENTS = 1 << 16
 def optimize(graph: Graph, *, max_rounds: int = 8) -> Graph:
     """The graph with every pass applied until nothing changes (a new graph; the input is kept).
 
-    Distributing monomials over sums shrinks repeated derivatives of one function (tanh's n-th
-    derivative) but grows long chains (a 200-step recurrence); both strategies run and the
-    smaller graph wins, the one without distribution on a tie.
+    Canonical sums (and distributing monomials over them) shrink repeated derivatives of one
+    function (tanh's n-th derivative) but can grow long chains (a 200-step recurrence); the
+    passes run without canonical sums, with them, and with distribution, and the smallest graph
+    wins (the simpler strategy on a tie).
     """
-    candidates = [_run_passes(graph, max_rounds, distribute=False), _run_passes(graph, max_rounds, distribute=True)]
-    g = min(candidates, key=lambda c: len(c.eqns))
+    g = _run_passes(graph, max_rounds, canonical=False)
+    for distribute in (False, True):
+        # A strategy that grows the graph past twice the best so far is abandoned midway.
+        candidate = _run_passes(graph, max_rounds, distribute=distribute, max_eqns=2 * len(g.eqns) + 64)
+        if candidate is not None and len(candidate.eqns) < len(g.eqns):
+            g = candidate
     for attr in ("in_tree", "out_tree"):
         if hasattr(graph, attr):
             setattr(g, attr, getattr(graph, attr))
     return g
 
 
-def _run_passes(graph: Graph, max_rounds: int, distribute: bool) -> Graph:
+def _run_passes(graph: Graph, max_rounds: int, distribute: bool = False, canonical: bool = True,
+                max_eqns: int | None = None) -> Graph | None:
     g = Graph(list(graph.invars), list(graph.constvars), list(graph.consts), list(graph.eqns),
               list(graph.outvars))
     for _ in range(max_rounds):
+        check_deadline()  # within engine.core.deadline (a service request), stop when time is up
         before = (len(g.eqns), len(g.constvars))
-        g = canonicalize_arithmetic(simplify(fold_constants(g)), distribute=distribute)
+        g = simplify(fold_constants(g))
+        if canonical:
+            try:
+                g = canonicalize_arithmetic(g, distribute=distribute, max_eqns=max_eqns)
+            except _TooLarge:
+                return None
         g = eliminate_dead_code(eliminate_common_subexpressions(g))
         if (len(g.eqns), len(g.constvars)) == before:
             break
@@ -248,7 +260,7 @@ def simplify(graph: Graph) -> Graph:
 _POLY_PRIMS = ("add", "sub", "neg", "mul", "integer_pow")
 # Distributing monomials over sums can double a form's terms at every step (the gradient of a
 # chain like `a = sin(a) * cos(a) + a`): a longer form is emitted as it was written instead.
-MAX_FORM_TERMS = 8
+MAX_FORM_TERMS = 24
 
 # A polynomial form: (constant, {monomial: coefficient}); a monomial is a sorted tuple of
 # (atom, power) pairs, where an atom is a variable of the rewritten graph.
@@ -305,9 +317,10 @@ class _Canonicalizer:
     are computed in the same factored way as before and no cancellation is introduced.
     """
 
-    def __init__(self, graph: Graph, distribute: bool = True) -> None:
+    def __init__(self, graph: Graph, distribute: bool = True, max_eqns: int | None = None) -> None:
         self.graph = graph
         self.distribute = distribute
+        self.max_eqns = max_eqns
         self.eqns: list[Eqn] = []
         self.subst: dict[Var, Any] = {}
         self.forms: dict[Var, Form] = {}
@@ -326,6 +339,8 @@ class _Canonicalizer:
         out = Var(aval)
         self.eqns.append(Eqn(PRIMITIVES[prim_name], inputs, [out], attrs))
         self.cache[key] = out
+        if self.max_eqns is not None and len(self.eqns) > self.max_eqns:
+            raise _TooLarge
         return out
 
     def _literal(self, value: float, dtype: np.dtype) -> Literal:
@@ -487,5 +502,9 @@ class _Canonicalizer:
         return Graph(self.graph.invars, self.graph.constvars, self.graph.consts, self.eqns, outvars)
 
 
-def canonicalize_arithmetic(graph: Graph, distribute: bool = True) -> Graph:
-    return _Canonicalizer(graph, distribute).run()
+class _TooLarge(Exception):
+    """A rewrite grew the graph past its allowance."""
+
+
+def canonicalize_arithmetic(graph: Graph, distribute: bool = True, max_eqns: int | None = None) -> Graph:
+    return _Canonicalizer(graph, distribute, max_eqns).run()
