@@ -49,7 +49,9 @@ def free_port() -> int:
 
 def start_server(port: int, workers: int, data_dir: str) -> subprocess.Popen:
     env = dict(os.environ, NABLA_PORT=str(port), NABLA_HOST="127.0.0.1", NABLA_WORKERS=str(workers),
-               NABLA_DATA_DIR=data_dir, NABLA_LOG_LEVEL="warning", OPENBLAS_NUM_THREADS="1")
+               NABLA_DATA_DIR=data_dir, NABLA_LOG_LEVEL="warning", OPENBLAS_NUM_THREADS="1",
+               NABLA_MAX_BODY_BYTES=str(512 * 1024 * 1024),  # registering 80 MB of data as base64
+               NABLA_MAX_CONSTANT_ELEMENTS=str(20_000_000))
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     import httpx

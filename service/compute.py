@@ -29,6 +29,7 @@ from engine.errors import (
 )
 from engine.expr import ExprError
 from engine.limits import LimitExceeded
+from engine.plan import compile_plan
 from engine.serialize import GraphFormatError
 from engine.tree_util import tree_flatten, tree_map
 from service.errors import (
@@ -243,12 +244,13 @@ class PlanCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._plans: OrderedDict[tuple, tuple[Graph, Any]] = OrderedDict()
+        self._plans: OrderedDict[tuple, tuple[Graph, Any, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get_or_build(self, key: tuple, build: Callable[[], tuple[Graph, Any]]) -> tuple[tuple[Graph, Any], bool]:
+    def get_or_build(self, key: tuple,
+                     build: Callable[[], tuple[Graph, Any, Any]]) -> tuple[tuple[Graph, Any, Any], bool]:
         with self._lock:
             plan = self._plans.get(key)
             if plan is not None:
@@ -301,14 +303,15 @@ def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *,
             leaves, in_tree = tree_flatten(tuple(inputs))
             key = (function.key, opts.key(), in_tree, _signature(leaves))
 
-            def build() -> tuple[Graph, Any]:
+            def build() -> tuple[Graph, Any, Any]:
                 fn = transformed(function.fn, opts, nargs)
                 with element_budget(max_elements):
                     graph = engine.make_graph(fn)(*inputs)
-                return engine.optimize(graph), graph.out_tree
+                optimised = engine.optimize(graph)
+                return optimised, graph.out_tree, compile_plan(optimised)
 
-            (graph, out_tree), hit = plans.get_or_build(key, build)
-            outs = _execute(graph, leaves)
+            (graph, out_tree, plan), hit = plans.get_or_build(key, build)
+            outs = [Array(o) for o in plan([x._value for x in leaves])]
             from engine.tree_util import tree_unflatten
 
             result = tree_unflatten(out_tree, outs)
@@ -317,13 +320,6 @@ def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *,
         raise
     except Exception as e:  # engine errors become 4xx; anything else is a bug (500)
         raise translate(e) from None
-
-
-def _execute(graph: Graph, leaves: list[Any]) -> list[Any]:
-    from engine.core import eval_graph
-
-    with np.errstate(all="ignore"):
-        return eval_graph(graph, leaves)
 
 
 def _to_array(x: Any) -> Any:
@@ -339,8 +335,15 @@ def _check(function: Function, opts: Options, args: list[Any], max_elements: int
         # Abstract tracing first: shapes and the element budget are checked before computing.
         engine.make_graph(function.fn)(*inputs)
         results = check_gradients(function.fn, inputs, c["order"], c["modes"], c["atol"], c["rtol"], c["eps"])
-    report = [r.as_dict() for r in results]
+    # errors can be NaN or infinite (a function undefined near its point): JSON has them as strings
+    report = [{k: _json_float(v) for k, v in r.as_dict().items()} for r in results]
     return Outcome({"check": {"passed": all(r["passed"] for r in report), "results": report}}, None, False)
+
+
+def _json_float(v: Any) -> Any:
+    if isinstance(v, float) and not np.isfinite(v):
+        return "NaN" if np.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    return v
 
 
 def translate(e: Exception) -> APIError:
