@@ -394,6 +394,8 @@ def bind(prim: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Any:
         if prim.multiple_results:
             return tuple(Array(np.asarray(o)) if not isinstance(o, np.generic) else Array(o) for o in out)
         return Array(out if isinstance(out, (np.ndarray, np.generic)) else np.asarray(out))
+    if _deadline[-1] is not None:  # tracing a large program takes time too
+        check_deadline()
     return emit(top, prim, args, attrs)
 
 

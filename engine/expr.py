@@ -24,7 +24,7 @@ import engine.numpy as jnp
 from engine import nn
 from engine.array import Array
 from engine.core import _element_budget, element_budget
-from engine.errors import EngineError
+from engine.errors import DeadlineExceeded, EngineError
 from engine.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 from engine.numpy import linalg
 from engine.scipy import special
@@ -307,7 +307,7 @@ class Program:
     def _eval(self, node: ast.expr, env: dict[str, Any]) -> Any:
         try:
             return self._eval_node(node, env)
-        except ExprError:
+        except (ExprError, DeadlineExceeded):  # a request's time limit is not the program's fault
             raise
         except LimitExceeded as e:
             raise _fail(node, str(e), kind="limit") from None

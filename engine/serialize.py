@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.array import Array
 from engine.core import Graph, Literal, ShapedArray, Tracer, Var, _element_budget, element_budget, end_trace, new_trace
-from engine.errors import EngineError
+from engine.errors import DeadlineExceeded, EngineError
 from engine.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 
 FORMAT = "nabla.graph/1"
@@ -500,7 +500,7 @@ class GraphFunction:
             try:
                 with element_budget(_budget(self.limits.max_array_elements)):
                     result = bind(prim, tuple(operands), attrs)
-            except LimitExceededInGraph:
+            except (LimitExceededInGraph, DeadlineExceeded):  # a time limit is not the node's fault
                 raise
             except LimitExceeded as e:
                 raise LimitExceededInGraph(f"node {node_id!r} ({prim.name}): {e}", node=node_id) from None

@@ -184,8 +184,8 @@ class Service:
                 raise InvalidRequest("the model is named in the path; leave `function` out of the body")
             version = body.pop("version", None)
             body["function"] = {"model": model} if version is None else {"model": model, "version": version}
-        opts = parse_options(transform, {k: v for k, v in body.items() if k != "version"},
-                             self.settings.max_order)
+        # a model route popped `version` above; in any other body it is an option that does not apply
+        opts = parse_options(transform, body, self.settings.max_order)
         if "function" not in body:
             raise InvalidRequest("the body needs a `function`: {\"expr\", \"params\"}, {\"graph\"} or {\"model\"}")
         dtype_name = body.get("dtype", "float32")

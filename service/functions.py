@@ -22,7 +22,7 @@ from engine.array import Array
 from engine.errors import EngineError
 from engine.expr import ExprError, Program
 from engine.limits import LimitExceeded, Limits
-from engine.serialize import GraphFormatError, GraphFunction
+from engine.serialize import GraphFormatError, GraphFunction, GraphShapeError
 from service.builtin_models import BUILTIN_MODELS
 from service.errors import (
     DtypeMismatch,
@@ -97,6 +97,8 @@ def function_error(e: Exception) -> Exception:
         detail = {"node": e.node, "field": e.field}
         if isinstance(e, LimitExceeded) or "limit" in str(e).lower():
             return LimitExceededError(str(e), detail)
+        if isinstance(e, GraphShapeError):  # a node whose operands do not fit
+            return ShapeMismatch(str(e), detail)
         return InvalidFunction(str(e), detail)
     if isinstance(e, LimitExceeded):
         return LimitExceededError(str(e), {"limit": e.limit, "value": e.value, "maximum": e.maximum})
@@ -222,7 +224,8 @@ class FunctionResolver:
 def decode_constants(constants: Any, limits: Limits) -> dict[str, Any]:
     if not isinstance(constants, dict):
         raise InvalidRequest("constants must be an object mapping parameter names to values")
-    budget = TreeBudget(limits.max_array_elements, limits.max_constant_elements, limits.max_depth)
+    budget = TreeBudget(limits.max_array_elements, limits.max_constant_elements, limits.max_depth,
+                        "NABLA_MAX_CONSTANT_ELEMENTS")
     out = {}
     for name, value in constants.items():
         try:

@@ -11,6 +11,7 @@ arrays (bare NaN/Infinity tokens are accepted too); base64 carries them bit for 
 from __future__ import annotations
 
 import base64
+import math
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,11 @@ _SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf, "nan": np.
 class TreeBudget:
     """Counts array elements across one request."""
 
-    def __init__(self, max_array_elements: int, max_total_elements: int, max_depth: int) -> None:
+    def __init__(self, max_array_elements: int, max_total_elements: int, max_depth: int,
+                 total_setting: str = "NABLA_MAX_TOTAL_ELEMENTS") -> None:
         self.max_array = max_array_elements
         self.max_total = max_total_elements
+        self.total_setting = total_setting  # the setting named when the total is over
         self.max_depth = max_depth
         self.total = 0
 
@@ -38,8 +41,8 @@ class TreeBudget:
                                      {"path": where, "elements": size, "limit": self.max_array})
         self.total += size
         if self.total > self.max_total:
-            raise LimitExceededError(f"the request's arrays hold more than {self.max_total} elements "
-                                     "(NABLA_MAX_TOTAL_ELEMENTS)", {"path": where, "limit": self.max_total})
+            raise LimitExceededError(f"{where}: the request's arrays hold more than {self.max_total} elements "
+                                     f"({self.total_setting})", {"path": where, "limit": self.max_total})
 
 
 def _depth_ok(obj: Any, max_depth: int, where: str) -> None:
@@ -71,7 +74,7 @@ def decode_array(spec: Any, where: str, budget: TreeBudget) -> np.ndarray:
     if not isinstance(shape, list) or len(shape) > 32 or not all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
         raise InvalidArgument(f"{where}: shape must be a list of non-negative integers", {"path": where})
-    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    size = math.prod(shape)  # exact: np.prod in int64 wraps around for shapes like [2**32, 2**32]
     budget.take(size, where)
     if not isinstance(data, str):
         raise InvalidArgument(f"{where}: $array data must be a base64 string", {"path": where})
@@ -83,7 +86,10 @@ def decode_array(spec: Any, where: str, budget: TreeBudget) -> np.ndarray:
     if len(raw) != size * dtype.itemsize:
         raise InvalidArgument(f"{where}: {len(raw)} bytes of data, but shape {shape} of {dtype_name} needs "
                               f"{size * dtype.itemsize}", {"path": where})
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+    try:
+        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+    except ValueError as e:  # an empty array with a dimension NumPy cannot index ([2**62, 4, 0])
+        raise InvalidArgument(f"{where}: shape {shape} is not a valid array shape: {e}", {"path": where}) from None
 
 
 def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget) -> np.ndarray | None:
@@ -93,7 +99,11 @@ def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudge
         return np.asarray(obj)
     if isinstance(obj, (int, float)):
         budget.take(1, where)
-        return np.asarray(obj, dtype=float_dtype)
+        try:
+            return np.asarray(obj, dtype=float_dtype)
+        except OverflowError:  # an integer beyond any float (10**400)
+            raise InvalidArgument(f"{where}: the number {str(obj)[:24]}... is too large for {float_dtype.name}",
+                                  {"path": where}) from None
     if isinstance(obj, str) and obj in _SPECIALS:
         return np.asarray(_SPECIALS[obj], dtype=float_dtype)
     if not isinstance(obj, list):
