@@ -34,6 +34,12 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (name, version)
         )""",
     ],
+    # 2: versions are never reused, even after a model is deleted: replicas may still cache an
+    # old (name, version), so a number must always mean the same function.
+    [
+        "CREATE TABLE IF NOT EXISTS model_versions (name TEXT PRIMARY KEY, last_version INTEGER NOT NULL)",
+        "INSERT INTO model_versions (name, last_version) SELECT name, MAX(version) FROM models GROUP BY name",
+    ],
 ]
 _PG_LOCK_ID = 727_001  # an arbitrary advisory-lock key for migrations
 
@@ -52,6 +58,10 @@ class ModelRecord:
 
 class StoreError(Exception):
     """The registry could not be reached or written."""
+
+
+class _VersionTaken(Exception):
+    """Another writer registered the version this one was about to take."""
 
 
 class Registry:
@@ -136,7 +146,21 @@ class Registry:
         raise StoreError(f"could not register {name!r}: too many concurrent writers")
 
     def _insert_next_version(self, name: str, payload: tuple) -> int:
-        raise NotImplementedError
+        with self._transaction() as cur:
+            cur.execute(self._q("SELECT last_version FROM model_versions WHERE name = ?"), (name,))
+            row = cur.fetchone()
+            version = (int(row[0]) if row else 0) + 1
+            if row:
+                # Only if nobody advanced it meanwhile; otherwise retry with the next number.
+                cur.execute(self._q("UPDATE model_versions SET last_version = ? WHERE name = ? AND last_version = ?"),
+                            (version, name, version - 1))
+                if cur.rowcount != 1:
+                    raise _VersionTaken
+            else:
+                cur.execute(self._q("INSERT INTO model_versions (name, last_version) VALUES (?, ?)"), (name, version))
+            cur.execute(self._q("INSERT INTO models (name, version, function, constants, description, params, "
+                                "graph_nodes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"), (name, version, *payload))
+        return version
 
     def _integrity_errors(self) -> tuple[type[Exception], ...]:
         raise NotImplementedError
@@ -206,16 +230,8 @@ class SqliteRegistry(Registry):
                         cur.execute(sql)
                     cur.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
 
-    def _insert_next_version(self, name: str, payload: tuple) -> int:
-        with self._transaction() as cur:
-            cur.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE name = ?", (name,))
-            version = int(cur.fetchone()[0])
-            cur.execute("INSERT INTO models (name, version, function, constants, description, params, "
-                        "graph_nodes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (name, version, *payload))
-        return version
-
     def _integrity_errors(self) -> tuple[type[Exception], ...]:
-        return (sqlite3.IntegrityError,)
+        return (sqlite3.IntegrityError, _VersionTaken)
 
 
 class PostgresRegistry(Registry):
@@ -255,17 +271,8 @@ class PostgresRegistry(Registry):
                         cur.execute(sql)
                     cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
 
-    def _insert_next_version(self, name: str, payload: tuple) -> int:
-        with self._transaction() as cur:
-            cur.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE name = %s", (name,))
-            version = int(cur.fetchone()[0])
-            cur.execute("INSERT INTO models (name, version, function, constants, description, params, "
-                        "graph_nodes, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                        (name, version, *payload))
-        return version
-
     def _integrity_errors(self) -> tuple[type[Exception], ...]:
-        return (self._psycopg.errors.UniqueViolation,)
+        return (self._psycopg.errors.UniqueViolation, _VersionTaken)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
