@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     max_graph_nodes: int = Field(10_000, description="nodes of a sent graph or expression")
     max_expression_chars: int = Field(20_000, description="length of an expression's source")
     max_order: int = Field(4, ge=1, description="highest derivative order (grad order, check order)")
-    max_depth: int = Field(32, description="nesting depth of argument pytrees and expressions")
+    max_depth: int = Field(32, description="nesting depth of argument pytrees and JSON values")
+    max_expression_depth: int = Field(200, ge=8, le=400,
+                                      description="nesting depth of an expression's syntax tree")
     max_constant_elements: int = Field(10_000_000, description="elements of a model's or graph's constants")
     compute_timeout_s: float = Field(30.0, gt=0, description="compute time per request")
     plan_cache_size: int = Field(256, ge=0, description="compiled gradient plans kept in memory")
@@ -57,6 +59,6 @@ class Settings(BaseSettings):
     def engine_limits(self) -> Limits:
         return Limits(
             max_source_chars=self.max_expression_chars, max_nodes=self.max_graph_nodes,
-            max_depth=self.max_depth, max_constant_elements=self.max_constant_elements,
+            max_depth=self.max_expression_depth, max_constant_elements=self.max_constant_elements,
             max_array_elements=self.max_array_elements,
         )

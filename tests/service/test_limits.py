@@ -100,7 +100,7 @@ def test_derivative_order(make_client: Callable[..., TestClient]) -> None:
 
 
 def test_pytree_and_expression_depth(make_client: Callable[..., TestClient]) -> None:
-    client = make_client(max_depth=6)
+    client = make_client(max_depth=6, max_expression_depth=8)
     ok = {"a": {"b": [{"c": [1.0]}]}}
     assert client.post("/v1/value", json={"function": IDENTITY, "args": [ok]}).json()["value"] == ok
     deep: Any = [1.0]
