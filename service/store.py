@@ -173,6 +173,21 @@ class Registry:
     def _transaction(self) -> Any:
         raise NotImplementedError
 
+    def _lock_migrations(self, cur: Any) -> None:
+        """Keep other processes from migrating at the same time (SQLite's writer lock does)."""
+
+    def _migrate(self) -> None:
+        with self._transaction() as cur:
+            self._lock_migrations(cur)
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            cur.execute("SELECT MAX(version) FROM schema_version")
+            current = cur.fetchone()[0] or 0
+            for number, statements in enumerate(MIGRATIONS, start=1):
+                if number > current:
+                    for sql in statements:
+                        cur.execute(sql)
+                    cur.execute(self._q("INSERT INTO schema_version (version) VALUES (?)"), (number,))
+
     def close(self) -> None:
         pass
 
@@ -219,17 +234,6 @@ class SqliteRegistry(Registry):
     def _transaction(self) -> _SqliteCursor:
         return _SqliteCursor(self.path, write=True)
 
-    def _migrate(self) -> None:
-        with self._transaction() as cur:
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            cur.execute("SELECT MAX(version) FROM schema_version")
-            current = cur.fetchone()[0] or 0
-            for number, statements in enumerate(MIGRATIONS, start=1):
-                if number > current:
-                    for sql in statements:
-                        cur.execute(sql)
-                    cur.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
-
     def _integrity_errors(self) -> tuple[type[Exception], ...]:
         return (sqlite3.IntegrityError, _VersionTaken)
 
@@ -259,17 +263,8 @@ class PostgresRegistry(Registry):
     def _transaction(self) -> Any:
         return _PgCursor(self, write=True)
 
-    def _migrate(self) -> None:
-        with self._transaction() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_ID,))  # one migrator at a time
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            cur.execute("SELECT MAX(version) FROM schema_version")
-            current = cur.fetchone()[0] or 0
-            for number, statements in enumerate(MIGRATIONS, start=1):
-                if number > current:
-                    for sql in statements:
-                        cur.execute(sql)
-                    cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+    def _lock_migrations(self, cur: Any) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_ID,))  # one migrator at a time
 
     def _integrity_errors(self) -> tuple[type[Exception], ...]:
         return (self._psycopg.errors.UniqueViolation, _VersionTaken)
