@@ -114,6 +114,11 @@ def _matmul(prim: Any, args: list[Any], batched: list[bool], attrs: dict[str, An
     import engine.numpy as jnp
 
     a, b = args
+    if batched == [False, True] and a.ndim == 2 and b.ndim == 3 and b.shape[2] == 1:
+        # A batch of matrix-vector products: (n, k, 1) -> (k, n) is a transposed view, no copy.
+        cols = jnp.transpose(jnp.reshape(b, (n, b.shape[1])), (1, 0))
+        out = bind(prim, (a, cols), attrs)  # (m, n)
+        return jnp.reshape(jnp.transpose(out, (1, 0)), (n, a.shape[0], 1))
     if batched == [False, True] and a.ndim == 2 and b.ndim == 3:
         k, p = b.shape[1], b.shape[2]
         wide = jnp.reshape(jnp.transpose(b, (1, 0, 2)), (k, n * p))

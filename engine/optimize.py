@@ -107,6 +107,9 @@ def _attrs_key(attrs: dict[str, Any]) -> Any:
         return None  # unhashable attributes: never merged
 
 
+_COMMUTATIVE = {"add", "mul", "max", "min", "eq", "ne", "and", "or", "xor"}
+
+
 def eliminate_common_subexpressions(graph: Graph) -> Graph:
     seen: dict[Any, list[Var]] = {}
     subst: dict[Var, Any] = {}
@@ -126,7 +129,10 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
         if attrs_key is None:
             kept.append(Eqn(eqn.prim, inputs, eqn.outputs, eqn.attrs))
             continue
-        key = (eqn.prim.name, tuple(_atom_key(a) for a in inputs), attrs_key)
+        operand_keys = tuple(_atom_key(a) for a in inputs)
+        if eqn.prim.name in _COMMUTATIVE:
+            operand_keys = tuple(sorted(operand_keys, key=repr))  # x * y and y * x are one node
+        key = (eqn.prim.name, operand_keys, attrs_key)
         previous = seen.get(key)
         if previous is not None:
             for old, new in zip(eqn.outputs, previous):
@@ -223,7 +229,29 @@ def _identity_operand(eqn: Eqn, inputs: list[Any]) -> Any:
     elif name == "reduce_sum":
         if not eqn.attrs["axes"]:
             return inputs[0]
+    elif name == "gather":
+        if len(inputs) == 1 and _same_type(inputs[0], out) and all(
+                item[0] == "ellipsis" or (item[0] == "slice" and item[1] in (None, 0) and item[3] in (None, 1)
+                                          and (item[2] is None or item[2] >= dim))
+                for item, dim in zip(eqn.attrs["index"], _index_dims(eqn.attrs["index"], inputs[0].aval.shape))):
+            return inputs[0]
     return None
+
+
+def _index_dims(index: tuple, shape: tuple[int, ...]) -> list[int]:
+    """The size of the dimension each index item applies to (0 for items that consume none)."""
+    dims, d = [], 0
+    consumed = sum(1 for it in index if it[0] in ("int", "slice", "array"))
+    for item in index:
+        if item[0] == "ellipsis":
+            dims.append(0)
+            d += len(shape) - consumed
+        elif item[0] == "none":
+            dims.append(0)
+        else:
+            dims.append(shape[d] if d < len(shape) else 0)
+            d += 1
+    return dims
 
 
 def simplify(graph: Graph) -> Graph:
@@ -248,6 +276,16 @@ def simplify(graph: Graph) -> Graph:
                 if _same_type(inner.inputs[0], eqn.outputs[0]):
                     subst[eqn.outputs[0]] = inner.inputs[0]
                     continue
+            if inner is not None and eqn.prim.name == "transpose" and inner.prim.name == "transpose":
+                # transpose(transpose(x, p), q) is one transpose by the composed permutation
+                perm = tuple(inner.attrs["perm"][i] for i in eqn.attrs["perm"])
+                if perm == tuple(range(len(perm))):
+                    subst[eqn.outputs[0]] = inner.inputs[0]
+                    continue
+                new = Eqn(eqn.prim, [inner.inputs[0]], eqn.outputs, {"perm": perm})
+                producers[eqn.outputs[0]] = new
+                kept.append(new)
+                continue
         new = Eqn(eqn.prim, inputs, eqn.outputs, eqn.attrs)
         for v in eqn.outputs:
             producers[v] = new
