@@ -20,12 +20,37 @@ from engine.core import Graph, Literal, Tracer, Var, check_deadline
 # A cooperative deadline check is emitted every this many equations.
 DEADLINE_EVERY = 32
 
+# Elementwise primitives that are NumPy ufuncs: they can write into a dying operand's buffer.
+_UFUNCS = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "neg": np.negative,
+    "exp": np.exp, "sin": np.sin, "cos": np.cos, "sqrt": np.sqrt, "max": np.maximum, "min": np.minimum,
+    "expm1": np.expm1, "log1p": np.log1p, "abs": np.abs,
+}
+# Primitives whose result may share memory with an operand (views): an operand seen by one of
+# these is never overwritten, since a live view of it might read the change.
+_MAY_ALIAS = {"reshape", "transpose", "broadcast_to", "gather", "stop_gradient", "convert_element_type"}
+
 # Arithmetic is written as Python operators: the same NumPy operation as the ufunc call, but on
 # NumPy scalars it skips the ufunc machinery (about 60 ns instead of 600 ns).
 _OPERATORS = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
     "lt": "{0} < {1}", "le": "{0} <= {1}", "gt": "{0} > {1}", "ge": "{0} >= {1}",
 }
+
+
+def _reusable_operand(eqn: Any, k: int, last_use: dict[Var, int], owned: set[Var]) -> Var | None:
+    """An operand whose buffer the result can overwrite: same shape and dtype as the result,
+    owned by the plan, and dead after this equation."""
+    if eqn.prim.name not in _UFUNCS or eqn.prim.multiple_results:
+        return None
+    out = eqn.outputs[0].aval
+    if not out.shape:
+        return None  # NumPy scalars are immutable
+    for a in eqn.inputs:
+        if (isinstance(a, Var) and a in owned and last_use.get(a) == k and a.aval.shape == out.shape
+                and a.aval.dtype == out.dtype and sum(b is a for b in eqn.inputs) == 1):
+            return a
+    return None
 
 
 def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[list[Any]], list[Any]]:
@@ -67,6 +92,13 @@ def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[lis
                 last_use[a] = k
     outputs = {a for a in graph.outvars if isinstance(a, Var)}
     invars = set(graph.invars)
+    # Buffers this plan allocated itself and nobody else can see: results of ufuncs and
+    # products (never graph inputs, constants, or anything a view was taken of).
+    aliased = {a for eqn in graph.eqns if eqn.prim.name in _MAY_ALIAS for a in eqn.inputs if isinstance(a, Var)}
+    owned = {eqn.outputs[0] for eqn in graph.eqns
+             if eqn.prim.name in _UFUNCS or eqn.prim.name in ("matmul", "select")
+             or (eqn.prim.name == "integer_pow" and eqn.attrs["y"] not in (0, 1))}  # x**1 is x itself
+    owned -= aliased | outputs
 
     for k, eqn in enumerate(graph.eqns):
         operands = [atom(a) for a in eqn.inputs]
@@ -75,7 +107,15 @@ def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[lis
         template = _OPERATORS.get(eqn.prim.name)
         if eqn.prim.name == "integer_pow" and eqn.attrs["y"] in (2, 3):
             template = " * ".join(["{0}"] * eqn.attrs["y"])
-        if template is not None:
+        reuse = _reusable_operand(eqn, k, last_use, owned)
+        if reuse is not None:
+            # Write the result into an operand that dies here: no new allocation.
+            ufunc_name = f"u_{eqn.prim.name}"
+            namespace[ufunc_name] = _UFUNCS[eqn.prim.name]
+            lines.append(f"{target} = {ufunc_name}({', '.join(operands)}, out={names[reuse]})")
+            if eqn.outputs[0] not in outputs:
+                owned.add(eqn.outputs[0])
+        elif template is not None:
             lines.append(f"{target} = {template.format(*operands)}")
         else:
             fn_name = f"f{k}"
