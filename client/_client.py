@@ -439,20 +439,16 @@ class Client(_Surface):
     def _run(self, call: Call) -> Any:
         attempt = 0
         while True:
-            response = None
+            response, failure = None, None
             try:
                 response = self._http.request(call.method, call.path, json=call.body)
-            except httpx.TimeoutException as e:
-                error: Exception = APITimeoutError(f"the request timed out: {e}")
             except httpx.TransportError as e:
-                error = APIConnectionError(f"could not reach {self.base_url}: {e}")
-            else:
-                if response.status_code not in RETRY_STATUSES:
-                    return _finish(call, _result(response))
-                error = error_for_status(response.status_code, _json_or_none(response),
-                                         response.headers.get("x-request-id"))
+                failure = e
+            done, value = _outcome(call, response, failure, self.base_url)
+            if done:
+                return value
             if attempt >= self.max_retries:
-                raise error
+                raise value
             time.sleep(_backoff(attempt, response))
             attempt += 1
 
@@ -506,20 +502,16 @@ class AsyncClient(_Surface):
     async def _run(self, call: Call) -> Any:
         attempt = 0
         while True:
-            response = None
+            response, failure = None, None
             try:
                 response = await self._http.request(call.method, call.path, json=call.body)
-            except httpx.TimeoutException as e:
-                error: Exception = APITimeoutError(f"the request timed out: {e}")
             except httpx.TransportError as e:
-                error = APIConnectionError(f"could not reach {self.base_url}: {e}")
-            else:
-                if response.status_code not in RETRY_STATUSES:
-                    return _finish(call, _result(response))
-                error = error_for_status(response.status_code, _json_or_none(response),
-                                         response.headers.get("x-request-id"))
+                failure = e
+            done, value = _outcome(call, response, failure, self.base_url)
+            if done:
+                return value
             if attempt >= self.max_retries:
-                raise error
+                raise value
             await asyncio.sleep(_backoff(attempt, response))
             attempt += 1
 
@@ -561,6 +553,21 @@ class AsyncClient(_Surface):
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+
+def _outcome(call: Call, response: httpx.Response | None, failure: Exception | None,
+             base_url: str) -> tuple[bool, Any]:
+    """(True, result) when the attempt is final (a result, or a non-retryable error raised
+    here); (False, error) when it may be retried, with the error to raise if it is not."""
+    if failure is not None:
+        if isinstance(failure, httpx.TimeoutException):
+            return False, APITimeoutError(f"the request timed out: {failure}")
+        return False, APIConnectionError(f"could not reach {base_url}: {failure}")
+    assert response is not None
+    if response.status_code not in RETRY_STATUSES:
+        return True, _finish(call, _result(response))
+    return False, error_for_status(response.status_code, _json_or_none(response),
+                                   response.headers.get("x-request-id"))
 
 
 def _finish(call: Call, body: Any) -> Any:
