@@ -17,40 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(port: int, data_dir: str, **settings: str) -> subprocess.Popen:
-    env = dict(os.environ, NABLA_PORT=str(port), NABLA_DATA_DIR=data_dir, NABLA_LOG_LEVEL="warning",
-               **{f"NABLA_{k.upper()}": v for k, v in settings.items()})
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
+from _server import free_port, start_server
 
 
 def rss_mb(pid: int) -> float:
@@ -99,7 +73,7 @@ def crash_safety(quick: bool) -> dict:
     acknowledged: list[tuple[str, int]] = []
     lock = threading.Lock()
     with tempfile.TemporaryDirectory() as data:
-        proc = start(port, data)
+        proc = start_server(port, data)
         stop = threading.Event()
 
         def writer(k: int) -> None:
@@ -127,7 +101,7 @@ def crash_safety(quick: bool) -> dict:
         stop.set()
         for t in threads:
             t.join()
-        proc = start(port, data)
+        proc = start_server(port, data)
         try:
             missing, broken = 0, 0
             with httpx.Client(timeout=30) as c:
@@ -204,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     base = f"http://127.0.0.1:{port}"
     report: dict = {}
     with tempfile.TemporaryDirectory() as data:
-        proc = start(port, data, compute_timeout_s="1", compute_threads="2")
+        proc = start_server(port, data, compute_timeout_s="1", compute_threads="2")
         try:
             report["liveness_under_load"] = liveness(base, 3 if args.quick else 10)
             report["hostile_inputs"] = hostile(base)

@@ -23,15 +23,13 @@ import base64
 import json
 import multiprocessing as mp
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
 
 import numpy as np
+from _server import free_port, start_server
 
 TUTORIAL_W = [-0.36838785, -2.275689, 0.01144757]
 TUTORIAL_B = 0.8535516
@@ -41,30 +39,10 @@ INPUTS = [[0.52, 1.12, 0.77], [0.88, -1.08, 0.15], [0.52, 0.06, -1.30], [0.74, -
 TARGETS = [True, True, False, True]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, workers: int, data_dir: str) -> subprocess.Popen:
-    env = dict(os.environ, NABLA_PORT=str(port), NABLA_HOST="127.0.0.1", NABLA_WORKERS=str(workers),
-               NABLA_DATA_DIR=data_dir, NABLA_LOG_LEVEL="warning", OPENBLAS_NUM_THREADS="1",
-               NABLA_MAX_BODY_BYTES=str(512 * 1024 * 1024),  # registering 80 MB of data as base64
-               NABLA_MAX_CONSTANT_ELEMENTS=str(20_000_000))
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    import httpx
-
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not start: " + proc.stderr.read().decode()[-2000:])
+def start(port: int, workers: int, data_dir: str) -> Any:
+    # Registering 80 MB of data as base64 needs larger body and constant limits.
+    return start_server(port, data_dir, workers=workers, max_body_bytes=512 * 1024 * 1024,
+                        max_constant_elements=20_000_000)
 
 
 def _load(url: str, body: bytes, seconds: float, connections: int, queue: Any) -> None:
@@ -138,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(port, args.workers, data_dir)
+        server = start(port, args.workers, data_dir)
         try:
             import httpx
 
