@@ -61,19 +61,13 @@ def encode_array(value: np.ndarray, encoding: str = "json") -> Any:
         return {"$array": {"dtype": value.dtype.name, "shape": list(value.shape),
                            "data": base64.b64encode(data.tobytes()).decode("ascii")}}
     if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-        return _lists_with_specials(value)
+        # Vectorised: the special values become strings in an object array, then one tolist().
+        obj = value.astype(object)
+        obj[np.isnan(value)] = "NaN"
+        obj[np.isposinf(value)] = "Infinity"
+        obj[np.isneginf(value)] = "-Infinity"
+        return obj.tolist()
     return value.tolist()
-
-
-def _lists_with_specials(value: np.ndarray) -> Any:
-    if value.ndim == 0:
-        x = float(value)
-        if np.isnan(x):
-            return "NaN"
-        if np.isinf(x):
-            return "Infinity" if x > 0 else "-Infinity"
-        return x
-    return [_lists_with_specials(v) for v in value]
 
 
 _SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.serialize import DTYPES
+from engine.serialize import DTYPES, encode_array
 from service.errors import InvalidArgument, LimitExceededError
 
 _SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf, "nan": np.nan, "inf": np.inf,
@@ -169,21 +169,6 @@ def _decode(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget) -> 
         raise InvalidArgument(f"{where}: unexpected string {obj[:40]!r}; arrays hold numbers and booleans "
                               "(NaN and infinities as \"NaN\", \"Infinity\", \"-Infinity\")", {"path": where})
     raise InvalidArgument(f"{where}: unsupported JSON value of type {type(obj).__name__}", {"path": where})
-
-
-def encode_array(value: Any, encoding: str) -> Any:
-    arr = np.asarray(value)
-    if encoding == "base64":
-        data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
-        return {"$array": {"dtype": arr.dtype.name, "shape": list(arr.shape),
-                           "data": base64.b64encode(data.tobytes()).decode("ascii")}}
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        obj = arr.astype(object)
-        obj[np.isnan(arr)] = "NaN"
-        obj[np.isposinf(arr)] = "Infinity"
-        obj[np.isneginf(arr)] = "-Infinity"
-        return obj.tolist()
-    return arr.tolist()
 
 
 def encode_tree(tree: Any, encoding: str) -> Any:
