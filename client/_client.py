@@ -66,25 +66,23 @@ def _common(spec: dict[str, Any], wire_args: list[Any], originals: Sequence[Any]
     return body
 
 
-def _value_out(traced: Any, obj: Any) -> Any:
-    """A function's output: rebuilt from graph outputs for Python functions, decoded otherwise."""
+def _rebuilt(traced: Any, tree: Any, obj: Any) -> Any:
+    """Outputs rebuilt in `tree`'s structure from graph outputs for Python functions (one leaf
+    arrives bare, several as a list), decoded as sent otherwise."""
     if traced is None:
         return W.decode_tree(obj)
     from engine.tree_util import tree_unflatten
 
-    n = traced.out_tree.num_leaves
-    leaves = [W.decode_leaf(o) for o in obj] if n > 1 else [W.decode_leaf(obj)]
-    return tree_unflatten(traced.out_tree, leaves)
+    leaves = [W.decode_leaf(o) for o in obj] if tree.num_leaves > 1 else [W.decode_leaf(obj)]
+    return tree_unflatten(tree, leaves)
+
+
+def _value_out(traced: Any, obj: Any) -> Any:
+    return _rebuilt(traced, traced.out_tree if traced else None, obj)
 
 
 def _aux_out(traced: Any, obj: Any) -> Any:
-    if traced is None:
-        return W.decode_tree(obj)
-    from engine.tree_util import tree_unflatten
-
-    n = traced.aux_tree.num_leaves
-    leaves = [W.decode_leaf(o) for o in obj] if n > 1 else [W.decode_leaf(obj)]
-    return tree_unflatten(traced.aux_tree, leaves)
+    return _rebuilt(traced, traced.aux_tree if traced else None, obj)
 
 
 def _grads_out(traced: Any, obj: Any, argnums: int | Sequence[int], args: Sequence[Any]) -> Any:
