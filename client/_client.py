@@ -15,8 +15,9 @@ import os
 import random
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -45,6 +46,8 @@ class Call:
     path: str
     body: Any
     decode: Callable[[Any], Any]
+    # Sent with every attempt: the retry loops reuse the Call, so a retry repeats them exactly.
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- request builders
@@ -376,7 +379,9 @@ class _Models:
             spec = ref.spec()
         body = {"name": name, "function": spec, "description": description,
                 "constants": {k: W.encode_tree(v) for k, v in (constants or {}).items()}}
-        return Call("POST", "/v1/models", body, lambda r: r)
+        # One key per registration, repeated on each retry: if an attempt's answer was lost after
+        # the server committed, the retry returns that version instead of adding another.
+        return Call("POST", "/v1/models", body, lambda r: r, {"Idempotency-Key": str(uuid.uuid4())})
 
 
 class Models(_Models):
@@ -439,7 +444,7 @@ class Client(_Surface):
         while True:
             response, failure = None, None
             try:
-                response = self._http.request(call.method, call.path, json=call.body)
+                response = self._http.request(call.method, call.path, json=call.body, headers=call.headers)
             except httpx.TransportError as e:
                 failure = e
             done, value = _outcome(call, response, failure, self.base_url)
@@ -502,7 +507,8 @@ class AsyncClient(_Surface):
         while True:
             response, failure = None, None
             try:
-                response = await self._http.request(call.method, call.path, json=call.body)
+                response = await self._http.request(call.method, call.path, json=call.body,
+                                                     headers=call.headers)
             except httpx.TransportError as e:
                 failure = e
             done, value = _outcome(call, response, failure, self.base_url)

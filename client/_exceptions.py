@@ -59,7 +59,7 @@ class NotFoundError(APIStatusError):
 
 
 class ConflictError(APIStatusError):
-    """409: e.g. replacing a built-in model."""
+    """409: e.g. replacing a built-in model, or an Idempotency-Key reused for a different request."""
 
 
 class RateLimitError(APIStatusError):
