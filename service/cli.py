@@ -21,14 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None:
             os.environ[f"NABLA_{name.upper()}"] = str(value)
+    from service.server import serve
     from service.settings import Settings
 
-    settings = Settings()
-    import uvicorn
-
-    uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level, access_log=False,
-                proxy_headers=True, timeout_graceful_shutdown=10)
+    serve(Settings())
     return 0
 
 

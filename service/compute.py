@@ -18,46 +18,16 @@ import numpy as np
 
 import engine
 from engine.array import Array
-from engine.core import Graph, aval_of, deadline, element_budget
-from engine.errors import (
-    ConcretizationError,
-    DeadlineExceeded,
-    DifferentiationError,
-    DtypeError,
-    EngineError,
-    ShapeError,
-)
-from engine.expr import ExprError
-from engine.limits import LimitExceeded
+from engine.core import Graph, element_budget
 from engine.plan import compile_plan
-from engine.serialize import GraphFormatError
-from engine.tree_util import tree_flatten, tree_map
-from service.errors import (
-    APIError,
-    ComputeError,
-    ComputeTimeout,
-    DtypeMismatch,
-    InvalidArgument,
-    InvalidRequest,
-    NotDifferentiable,
-    ShapeMismatch,
-)
-from service.functions import Function, function_error
+from engine.test_util import check_gradients
+from engine.tree_util import tree_flatten, tree_leaves, tree_map, tree_structure, tree_unflatten
+from service import admission
+from service.admission import Budget
+from service.errors import InvalidRequest, LimitExceededError
+from service.functions import Function
 
 TRANSFORMS = ("value", "grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "check_grads")
-
-# Which request options each transform accepts (besides function, args, dtype, encoding).
-OPTIONS: dict[str, set[str]] = {
-    "value": set(),
-    "grad": {"argnums", "has_aux", "order"},
-    "value_and_grad": {"argnums", "has_aux"},
-    "jvp": {"tangents", "has_aux"},
-    "vjp": {"cotangent", "has_aux"},
-    "jacobian": {"argnums", "has_aux", "mode"},
-    "hessian": {"argnums", "has_aux"},
-    "check_grads": {"check"},
-}
-COMMON = {"function", "args", "dtype", "encoding"}
 
 
 @dataclass
@@ -72,64 +42,24 @@ class Options:
     def key(self) -> tuple:
         return (self.transform, self.argnums, self.has_aux, self.order, self.mode)
 
-
-def parse_options(transform: str, body: dict[str, Any], max_order: int) -> Options:
-    if transform not in TRANSFORMS:
-        raise InvalidRequest(f"unknown transform {transform!r}; use one of {', '.join(TRANSFORMS)}",
-                             {"transform": transform})
-    allowed = OPTIONS[transform] | COMMON
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        applies = sorted(t for t, opts in OPTIONS.items() if set(unknown) <= opts)
-        raise InvalidRequest(
-            f"option(s) {unknown} do not apply to {transform}" + (f" (they apply to {', '.join(applies)})"
-                                                                  if applies else ""),
-            {"options": unknown, "transform": transform, "allowed": sorted(allowed)})
-    opts = Options(transform)
-    if "argnums" in body:
-        argnums = body["argnums"]
-        if isinstance(argnums, bool) or not (isinstance(argnums, int) or (
-                isinstance(argnums, list) and argnums and all(isinstance(a, int) and not isinstance(a, bool)
-                                                              for a in argnums))):
-            raise InvalidRequest("argnums must be an integer or a non-empty list of integers",
-                                 {"argnums": argnums})
+    @classmethod
+    def from_request(cls, transform: str, request: Any, max_order: int) -> Options:
+        """The options of a validated request; the derivative order is checked against its limit."""
+        opts = cls(transform)
+        argnums = getattr(request, "argnums", 0)
         opts.argnums = argnums if isinstance(argnums, int) else tuple(argnums)
-    if "has_aux" in body:
-        if not isinstance(body["has_aux"], bool):
-            raise InvalidRequest("has_aux must be true or false")
-        opts.has_aux = body["has_aux"]
-    if "order" in body:
-        order = body["order"]
-        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-            raise InvalidRequest("order must be a positive integer", {"order": order})
+        opts.has_aux = getattr(request, "has_aux", False)
+        opts.mode = getattr(request, "mode", "rev")
+        opts.order = getattr(request, "order", 1)
+        check = getattr(request, "check", None)
+        if check is not None:
+            opts.check = {"order": check.order, "modes": tuple(check.modes), "eps": check.eps,
+                          "atol": check.atol, "rtol": check.rtol}
+        order = max(opts.order, check.order if check is not None else 1)
         if order > max_order:
-            raise InvalidRequest(f"order {order} is above the limit of {max_order} (NABLA_MAX_ORDER)",
-                                 {"order": order, "limit": max_order}, status=413, type="limit_exceeded")
-        opts.order = order
-    if "mode" in body:
-        if body["mode"] not in ("rev", "fwd"):
-            raise InvalidRequest("mode must be 'rev' or 'fwd'", {"mode": body["mode"]})
-        opts.mode = body["mode"]
-    if transform == "check_grads":
-        check = body.get("check", {})
-        if not isinstance(check, dict):
-            raise InvalidRequest("check must be an object {order, modes, eps, atol, rtol}")
-        unknown = sorted(set(check) - {"order", "modes", "eps", "atol", "rtol"})
-        if unknown:
-            raise InvalidRequest(f"unknown check option(s) {unknown}")
-        order = check.get("order", 1)
-        if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= max_order:
-            raise InvalidRequest(f"check.order must be an integer from 1 to {max_order}", {"order": order})
-        modes = check.get("modes", ["fwd", "rev"])
-        if not isinstance(modes, list) or not modes or any(m not in ("fwd", "rev") for m in modes):
-            raise InvalidRequest("check.modes must be a non-empty list of 'fwd' and 'rev'")
-        for name in ("eps", "atol", "rtol"):
-            value = check.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise InvalidRequest(f"check.{name} must be a positive number")
-        opts.check = {"order": order, "modes": tuple(modes), "eps": check.get("eps"),
-                      "atol": check.get("atol"), "rtol": check.get("rtol")}
-    return opts
+            raise LimitExceededError(f"derivative order {order} is above the limit of {max_order} (NABLA_MAX_ORDER)",
+                                     {"limit": "NABLA_MAX_ORDER", "requested": order, "maximum": max_order})
+        return opts
 
 
 def _argnums_tuple(argnums: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -137,10 +67,14 @@ def _argnums_tuple(argnums: int | tuple[int, ...]) -> tuple[int, ...]:
 
 
 def check_argnums(opts: Options, nargs: int) -> None:
-    for a in _argnums_tuple(opts.argnums):
+    chosen = _argnums_tuple(opts.argnums)
+    for a in chosen:
         if not -nargs <= a < nargs:
             raise InvalidRequest(f"argnums {a} is out of range: the function takes {nargs} argument(s)",
                                  {"argnums": opts.argnums, "arguments": nargs})
+    if len({a % nargs for a in chosen}) != len(chosen):
+        raise InvalidRequest(f"argnums {list(chosen)} names an argument twice; list each argument once",
+                             {"argnums": list(chosen)})
 
 
 def _as_pair(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -218,8 +152,6 @@ def transformed(fn: Callable[..., Any], opts: Options, nargs: int) -> Callable[.
 def _like(cotangent: Any, output: Any) -> Any:
     """The cotangent in the output's structure: JSON has no tuples, and a list of equal-shaped
     arrays arrives stacked, so both are matched to the output by their leaves."""
-    from engine.tree_util import tree_leaves, tree_structure, tree_unflatten
-
     target = tree_structure(output)
     leaves = tree_leaves(cotangent)
     if len(leaves) == 1 and target.num_leaves > 1 and leaves[0].shape[:1] == (target.num_leaves,):
@@ -239,32 +171,51 @@ def result_structure(result: dict[str, Any], opts: Options) -> dict[str, Any]:
     return result
 
 
-class PlanCache:
-    """Compiled graphs of transformed functions, least recently used evicted first."""
+@dataclass
+class Plan:
+    """A compiled transform for one signature, with what admission needs to know about it."""
 
-    def __init__(self, size: int) -> None:
+    graph: Graph
+    out_tree: Any
+    run: Callable[[list[Any]], list[Any]]
+    peak_bytes: int  # most intermediate bytes alive at once
+    results: list[tuple[tuple[int, ...], np.dtype]]  # shape and dtype of each output
+    size_bytes: int  # what keeping it in the cache costs
+
+
+class PlanCache:
+    """Compiled plans, least recently used evicted first, bounded by count and by bytes."""
+
+    def __init__(self, size: int, max_bytes: int) -> None:
         self.size = size
-        self._plans: OrderedDict[tuple, tuple[Graph, Any, Any]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._plans: OrderedDict[tuple, Plan] = OrderedDict()
         self._lock = threading.Lock()
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
-    def get_or_build(self, key: tuple,
-                     build: Callable[[], tuple[Graph, Any, Any]]) -> tuple[tuple[Graph, Any, Any], bool]:
+    def get(self, key: tuple) -> Plan | None:
         with self._lock:
             plan = self._plans.get(key)
             if plan is not None:
                 self._plans.move_to_end(key)
                 self.hits += 1
-                return plan, True
-        plan = build()
+            return plan
+
+    def put(self, key: tuple, plan: Plan) -> None:
         with self._lock:
             self.misses += 1
-            if self.size:
-                self._plans[key] = plan
-                while len(self._plans) > self.size:
-                    self._plans.popitem(last=False)
-        return plan, False
+            if not self.size or plan.size_bytes > self.max_bytes or key in self._plans:
+                return
+            self._plans[key] = plan
+            self.bytes += plan.size_bytes
+            while len(self._plans) > self.size or self.bytes > self.max_bytes:
+                _, old = self._plans.popitem(last=False)
+                self.bytes -= old.size_bytes
+
+    def __len__(self) -> int:
+        return len(self._plans)
 
 
 def _signature(leaves: list[Any]) -> tuple:
@@ -286,40 +237,64 @@ class Outcome:
 
 
 def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *, plans: PlanCache,
-        max_elements: int, timeout_s: float) -> Outcome:
-    """Compute a transform. `extra` holds tangents (jvp) or the cotangent (vjp)."""
+        budget: Budget, encoding: str) -> Outcome:
+    """Admit and compute a transform. `extra` holds tangents (jvp) or the cotangent (vjp).
+
+    Runs inside the request's deadline (engine.core.deadline); every refusal happens before the
+    work it predicts."""
     nargs = len(args)
     if nargs != len(function.params):
         raise InvalidRequest(
             f"the function takes {len(function.params)} argument(s) {function.params}, got {nargs}",
             {"expected": function.params, "got": nargs})
-    if "argnums" in OPTIONS[opts.transform]:
+    if opts.transform in ("grad", "value_and_grad", "jacobian", "hessian"):
         check_argnums(opts, nargs)
-    try:
-        with deadline(timeout_s):
-            if opts.transform == "check_grads":
-                return _check(function, opts, args, max_elements)
-            inputs = [tree_map(_to_array, a) for a in args + extra]
-            leaves, in_tree = tree_flatten(tuple(inputs))
-            key = (function.key, opts.key(), in_tree, _signature(leaves))
+    if opts.transform == "check_grads":
+        return _check(function, opts, args, budget.max_array_elements)
+    inputs = [tree_map(_to_array, a) for a in args + extra]
+    leaves, in_tree = tree_flatten(tuple(inputs))
+    key = (function.key, opts.key(), in_tree, _signature(leaves))
+    plan = plans.get(key)
+    hit = plan is not None
+    if plan is None:
+        _predict(function, opts, inputs[:nargs], budget, encoding)
+        plan = _build(function, opts, inputs, nargs, budget.max_array_elements)
+    input_bytes = sum(x._value.nbytes for x in leaves)
+    result_bytes = sum(admission.nbytes(shape, dtype) for shape, dtype in plan.results)
+    response_bytes = admission.check_response(plan.results, encoding, budget)
+    admission.check_memory(input_bytes, plan.peak_bytes, result_bytes, response_bytes, budget)
+    if not hit:
+        plans.put(key, plan)
+    outs = [Array(o) for o in plan.run([x._value for x in leaves])]
+    result = tree_unflatten(plan.out_tree, outs)
+    return Outcome(result_structure(result, opts), plan.graph.num_nodes, hit)
 
-            def build() -> tuple[Graph, Any, Any]:
-                fn = transformed(function.fn, opts, nargs)
-                with element_budget(max_elements):
-                    graph = engine.make_graph(fn)(*inputs)
-                optimised = engine.optimize(graph)
-                return optimised, graph.out_tree, compile_plan(optimised)
 
-            (graph, out_tree, plan), hit = plans.get_or_build(key, build)
-            outs = [Array(o) for o in plan([x._value for x in leaves])]
-            from engine.tree_util import tree_unflatten
+def _predict(function: Function, opts: Options, args: list[Any], budget: Budget, encoding: str) -> None:
+    """Refuse a transform whose result would be over budget, knowing only the function's output
+    shapes (one abstract trace of the function, not of its derivative)."""
+    with element_budget(budget.max_array_elements):
+        graph = engine.make_graph(function.fn)(*args)
+    outs = [tuple(v.aval.shape) for v in graph.outvars]
+    if opts.has_aux and outs:
+        outs = outs[:1]  # the aux part is returned as is
+    in_leaves = [tuple(np.shape(x)) for x in tree_leaves(args)]
+    chosen = _argnums_tuple(opts.argnums)
+    diff = [tuple(np.shape(x)) for i in chosen if -len(args) <= i < len(args) for x in tree_leaves(args[i])]
+    shapes = admission.predicted_result(opts.transform, outs, in_leaves, diff)
+    for shape in shapes:
+        admission.check_array(shape, f"the {opts.transform} result", budget)
+    admission.check_response([(s, np.dtype("float64")) for s in shapes], encoding, budget)
 
-            result = tree_unflatten(out_tree, outs)
-            return Outcome(result_structure(result, opts), graph.num_nodes, hit)
-    except APIError:
-        raise
-    except Exception as e:  # engine errors become 4xx; anything else is a bug (500)
-        raise translate(e) from None
+
+def _build(function: Function, opts: Options, inputs: list[Any], nargs: int, max_elements: int) -> Plan:
+    fn = transformed(function.fn, opts, nargs)
+    with element_budget(max_elements):
+        graph = engine.make_graph(fn)(*inputs)
+    optimised = engine.optimize(graph)
+    results = [(tuple(v.aval.shape), v.aval.dtype) for v in optimised.outvars]
+    return Plan(optimised, graph.out_tree, compile_plan(optimised), admission.plan_peak_bytes(optimised), results,
+                admission.graph_bytes(optimised))
 
 
 def _to_array(x: Any) -> Any:
@@ -327,8 +302,6 @@ def _to_array(x: Any) -> Any:
 
 
 def _check(function: Function, opts: Options, args: list[Any], max_elements: int) -> Outcome:
-    from engine.test_util import check_gradients
-
     c = opts.check
     inputs = tuple(tree_map(_to_array, a) for a in args)
     with element_budget(max_elements), np.errstate(all="ignore"):
@@ -346,48 +319,16 @@ def _json_float(v: Any) -> Any:
     return v
 
 
-def translate(e: Exception) -> APIError:
-    """An engine exception as the API error a client should see."""
-    if isinstance(e, DeadlineExceeded):
-        return ComputeTimeout(str(e) + " (NABLA_COMPUTE_TIMEOUT_S)")
-    if isinstance(e, (ExprError, GraphFormatError, LimitExceeded)):
-        err = function_error(e)
-        text = str(e).lower()
-        if (isinstance(e, GraphFormatError) and err.type != "limit_exceeded" and "node" in text
-                and ("shape" in text or "broadcast" in text)):
-            return ShapeMismatch(str(e), err.detail)
-        return err
-    if isinstance(e, ShapeError):
-        return ShapeMismatch(str(e))
-    if isinstance(e, DtypeError):
-        return DtypeMismatch(str(e))
-    if isinstance(e, (DifferentiationError, ConcretizationError)):
-        return NotDifferentiable(str(e))
-    if isinstance(e, EngineError):
-        return ComputeError(str(e))
-    # AttributeError, KeyError: a built-in (Python) model given arguments of the wrong structure
-    if isinstance(e, (ValueError, TypeError, IndexError, AttributeError, KeyError, np.linalg.LinAlgError)):
-        return InvalidArgument(f"{type(e).__name__}: {e}")
-    raise e
-
-
 def elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
 def abstract_shapes(function: Function, args: list[Any], max_elements: int) -> Any:
     """Shape and dtype of the function's output for arguments of the given shapes, computing nothing."""
-    try:
-        with element_budget(max_elements):
-            graph = engine.make_graph(function.fn)(*args)
-    except APIError:
-        raise
-    except Exception as e:
-        raise translate(e) from None
-    from engine.tree_util import tree_unflatten
-
+    with element_budget(max_elements):
+        graph = engine.make_graph(function.fn)(*args)
     outs = [{"shape": list(v.aval.shape), "dtype": v.aval.dtype.name} for v in graph.outvars]
     return tree_unflatten(graph.out_tree, outs), graph.num_nodes
 
 
-__all__ = ["TRANSFORMS", "Options", "PlanCache", "abstract_shapes", "aval_of", "parse_options", "run"]
+__all__ = ["TRANSFORMS", "Options", "PlanCache", "abstract_shapes", "run"]

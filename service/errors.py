@@ -75,3 +75,24 @@ class Conflict(APIError):
 
 class ComputeError(APIError):
     status, type = 422, "compute_error"
+
+
+class UnsupportedMediaType(APIError):
+    status, type = 415, "unsupported_media_type"
+
+
+class Overloaded(APIError):
+    status, type = 503, "overloaded"
+
+
+class RegistryUnavailableError(APIError):
+    status, type = 503, "registry_unavailable"
+
+
+class InternalError(APIError):
+    status, type = 500, "internal_error"
+
+
+def retry_after(error: APIError, seconds: float) -> APIError:
+    error.headers = {**error.headers, "Retry-After": str(max(1, round(seconds)))}
+    return error

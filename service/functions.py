@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,18 +20,14 @@ from typing import Any
 import numpy as np
 
 from engine.array import Array
-from engine.errors import EngineError
-from engine.expr import ExprError, Program
-from engine.limits import LimitExceeded, Limits
-from engine.serialize import GraphFormatError, GraphFunction, GraphShapeError
+from engine.expr import Program
+from engine.limits import Limits
+from engine.serialize import GraphFunction
 from service.builtin_models import BUILTIN_MODELS
 from service.errors import (
-    DtypeMismatch,
     InvalidFunction,
     InvalidRequest,
-    LimitExceededError,
     NotFound,
-    ShapeMismatch,
 )
 from service.json_trees import TreeBudget, decode_tree, encode_tree
 from service.store import ModelRecord, Registry
@@ -63,46 +60,21 @@ def compile_spec(spec: Any, limits: Limits) -> tuple[Callable[..., Any], list[st
     if len(kinds) != 1:
         raise InvalidFunction("function must have exactly one of expr, graph or model",
                               {"keys": sorted(spec)})
-    try:
-        if "expr" in spec:
-            extra = set(spec) - {"expr", "params"}
-            if extra:
-                raise InvalidFunction(f"unknown field(s) {sorted(extra)} in an expr function")
-            if "params" not in spec:
-                raise InvalidFunction("an expr function needs params: the names of its arguments, in order")
-            program = Program(spec["expr"], spec["params"], limits)
-            return program, list(program.params), program.num_nodes
-        if "graph" in spec:
-            extra = set(spec) - {"graph"}
-            if extra:
-                raise InvalidFunction(f"unknown field(s) {sorted(extra)} in a graph function")
-            graph = GraphFunction(spec["graph"], limits)
-            return graph, list(graph.params), graph.num_nodes
-    except ExprError as e:
-        raise function_error(e) from None
-    except (GraphFormatError, LimitExceeded) as e:
-        raise function_error(e) from None
+    if "expr" in spec:
+        extra = set(spec) - {"expr", "params"}
+        if extra:
+            raise InvalidFunction(f"unknown field(s) {sorted(extra)} in an expr function")
+        if "params" not in spec:
+            raise InvalidFunction("an expr function needs params: the names of its arguments, in order")
+        program = Program(spec["expr"], spec["params"], limits)
+        return program, list(program.params), program.num_nodes
+    if "graph" in spec:
+        extra = set(spec) - {"graph"}
+        if extra:
+            raise InvalidFunction(f"unknown field(s) {sorted(extra)} in a graph function")
+        graph = GraphFunction(spec["graph"], limits)
+        return graph, list(graph.params), graph.num_nodes
     raise InvalidFunction("a model reference cannot be registered as a model's function")
-
-
-def function_error(e: Exception) -> Exception:
-    if isinstance(e, ExprError):
-        detail = {"line": e.line, "column": e.col, "kind": e.kind}
-        if e.kind == "limit":
-            return LimitExceededError(str(e), detail)
-        if e.kind in ("shape", "dtype"):  # operands that do not fit: the same types as for graphs
-            return (ShapeMismatch if e.kind == "shape" else DtypeMismatch)(str(e), detail)
-        return InvalidFunction(str(e), detail)
-    if isinstance(e, GraphFormatError):
-        detail = {"node": e.node, "field": e.field}
-        if isinstance(e, LimitExceeded) or "limit" in str(e).lower():
-            return LimitExceededError(str(e), detail)
-        if isinstance(e, GraphShapeError):  # a node whose operands do not fit
-            return ShapeMismatch(str(e), detail)
-        return InvalidFunction(str(e), detail)
-    if isinstance(e, LimitExceeded):
-        return LimitExceededError(str(e), {"limit": e.limit, "value": e.value, "maximum": e.maximum})
-    return InvalidFunction(str(e))
 
 
 def bind_constants(fn: Callable[..., Any], params: list[str],
@@ -132,13 +104,19 @@ class FunctionResolver:
     """Resolves function specs, caching compiled ones (inline specs by content, models by version)."""
 
     def __init__(self, registry: Registry, limits: Limits, repository: dict[str, dict[str, Any]] | None = None,
-                 cache_size: int = 512) -> None:
+                 cache_size: int = 512, refresh_s: float = 1.0) -> None:
         self.registry = registry
         self.limits = limits
         self.repository = repository or {}
         self._cache: OrderedDict[str, Function] = OrderedDict()
         self._lock = threading.Lock()
         self._cache_size = cache_size
+        # Registered models are cached per registry generation, re-read at most every refresh_s:
+        # a delete or a new version made through any replica is seen within that time.
+        self.refresh_s = refresh_s
+        self._generation: int | None = None
+        self._checked_at = -float("inf")
+        self._latest: dict[str, int | None] = {}
 
     def _cached(self, key: str, build: Callable[[], Function]) -> Function:
         with self._lock:
@@ -172,8 +150,10 @@ class FunctionResolver:
         version = spec.get("version")
         if not isinstance(name, str):
             raise InvalidFunction("model must be a model's name")
-        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
-            raise InvalidFunction("version must be a positive integer")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                    or not 1 <= version < 2**31):
+            raise InvalidFunction("version must be a positive integer below 2**31",
+                                  {"version": str(version)[:40]})
         builtin = BUILTIN_MODELS.get(name)
         if builtin is not None:
             if version not in (None, 1):
@@ -188,8 +168,9 @@ class FunctionResolver:
             if version not in (None, 1):
                 raise NotFound(f"model {name!r} from the model repository has only version 1")
             return self._cached(f"repo:{name}", lambda: self._from_definition(name, 1, self.repository[name]))
+        self._refresh()
         if version is None:
-            version = self.registry.latest_version(name)
+            version = self._latest_version(name)
             if version is None:
                 raise NotFound(f"no model named {name!r}; GET /v1/models lists them", {"model": name})
         key = f"model:{name}:{version}"
@@ -215,10 +196,36 @@ class FunctionResolver:
         key = f"model:{name}:{version}:" + content_key([definition["function"], definition.get("constants") or {}])
         return Function(key, free, bound, definition.get("description", ""), nodes, name, version)
 
-    def forget(self, name: str) -> None:
+    def _latest_version(self, name: str) -> int | None:
         with self._lock:
-            for key in [k for k in self._cache if k.startswith((f"model:{name}:",))]:
-                del self._cache[key]
+            if name in self._latest:
+                return self._latest[name]
+        version = self.registry.latest_version(name)
+        with self._lock:
+            self._latest[name] = version
+        return version
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < self.refresh_s:
+            return
+        generation = self.registry.generation()
+        with self._lock:
+            self._checked_at = now
+            if generation != self._generation:
+                self._generation = generation
+                self._drop_registered()
+
+    def _drop_registered(self) -> None:
+        self._latest.clear()
+        for key in [k for k in self._cache if k.startswith("model:")]:
+            del self._cache[key]
+
+    def forget(self) -> None:
+        """Drop registered models now (this process changed the registry)."""
+        with self._lock:
+            self._checked_at = -float("inf")
+            self._drop_registered()
 
 
 def decode_constants(constants: Any, limits: Limits) -> dict[str, Any]:
@@ -226,14 +233,9 @@ def decode_constants(constants: Any, limits: Limits) -> dict[str, Any]:
         raise InvalidRequest("constants must be an object mapping parameter names to values")
     budget = TreeBudget(limits.max_array_elements, limits.max_constant_elements, limits.max_depth,
                         "NABLA_MAX_CONSTANT_ELEMENTS")
-    out = {}
-    for name, value in constants.items():
-        try:
-            # JSON numbers become float32 (the engine's default); send $array leaves for other dtypes.
-            out[name] = decode_tree(value, np.dtype("float32"), f"constants[{name!r}]", budget)
-        except EngineError as e:
-            raise function_error(e) from None
-    return out
+    # JSON numbers become float32 (the engine's default); send $array leaves for other dtypes.
+    return {name: decode_tree(value, np.dtype("float32"), f"constants[{name!r}]", budget)
+            for name, value in constants.items()}
 
 
 def encode_constants(constants: dict[str, Any]) -> dict[str, Any]:

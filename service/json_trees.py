@@ -5,7 +5,11 @@ object is a dict; any other list is a list; null is None; `{"$array": {"dtype", 
 "data": "<base64 of little-endian bytes>"}}` is an array leaf of an explicit dtype (the fast
 path for large arrays, and the way to send integers). JSON numbers become the request's float
 dtype. NaN and infinities are the strings "NaN", "Infinity" and "-Infinity" inside numeric
-arrays (bare NaN/Infinity tokens are accepted too); base64 carries them bit for bit.
+arrays; base64 carries them bit for bit.
+
+Both directions work in chunks with a deadline check between them: a large array is converted
+(or written) a block of rows at a time, so one request never holds the interpreter for long and
+a request past its deadline stops inside decoding or encoding, not after it.
 """
 
 from __future__ import annotations
@@ -15,34 +19,53 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 
+from engine.core import check_deadline
 from engine.serialize import DTYPES, encode_array
 from service.errors import InvalidArgument, LimitExceededError
+
+# Elements converted or written between two deadline checks (a few milliseconds of work).
+CHUNK_ELEMENTS = 1 << 16
+MAX_DIMENSIONS = 32
 
 _SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf, "nan": np.nan, "inf": np.inf,
              "-inf": -np.inf}
 
 
 class TreeBudget:
-    """Counts array elements across one request."""
+    """Counts array elements, leaves and bytes across one request."""
 
     def __init__(self, max_array_elements: int, max_total_elements: int, max_depth: int,
-                 total_setting: str = "NABLA_MAX_TOTAL_ELEMENTS") -> None:
+                 total_setting: str = "NABLA_MAX_TOTAL_ELEMENTS", max_leaves: int = 10_000) -> None:
         self.max_array = max_array_elements
         self.max_total = max_total_elements
         self.total_setting = total_setting  # the setting named when the total is over
         self.max_depth = max_depth
+        self.max_leaves = max_leaves
         self.total = 0
+        self.leaves = 0
+        self.bytes = 0
 
     def take(self, size: int, where: str) -> None:
         if size > self.max_array:
             raise LimitExceededError(f"{where}: an array of {size} elements is over the limit of "
                                      f"{self.max_array} (NABLA_MAX_ARRAY_ELEMENTS)",
-                                     {"path": where, "elements": size, "limit": self.max_array})
+                                     {"path": where, "limit": "NABLA_MAX_ARRAY_ELEMENTS", "requested": size,
+                                      "maximum": self.max_array})
         self.total += size
         if self.total > self.max_total:
-            raise LimitExceededError(f"{where}: the request's arrays hold more than {self.max_total} elements "
-                                     f"({self.total_setting})", {"path": where, "limit": self.max_total})
+            raise LimitExceededError(f"{where}: the request's arrays hold {self.total} elements, over the limit "
+                                     f"of {self.max_total} ({self.total_setting})",
+                                     {"path": where, "limit": self.total_setting, "requested": self.total,
+                                      "maximum": self.max_total})
+        self.leaves += 1
+        if self.leaves > self.max_leaves:
+            raise LimitExceededError(f"{where}: the request has more than {self.max_leaves} array leaves "
+                                     "(NABLA_MAX_LEAVES); send large data as arrays, not as many small ones",
+                                     {"path": where, "limit": "NABLA_MAX_LEAVES", "requested": self.leaves,
+                                      "maximum": self.max_leaves})
+        self.bytes += 8 * size
 
 
 def _depth_ok(obj: Any, max_depth: int, where: str) -> None:
@@ -51,7 +74,8 @@ def _depth_ok(obj: Any, max_depth: int, where: str) -> None:
         node, depth = stack.pop()
         if depth > max_depth:
             raise LimitExceededError(f"{where}: nested more than {max_depth} levels deep (NABLA_MAX_DEPTH)",
-                                     {"path": where, "limit": max_depth})
+                                     {"path": where, "limit": "NABLA_MAX_DEPTH", "requested": depth,
+                                      "maximum": max_depth})
         if isinstance(node, list):
             # Deep numeric arrays are checked by shape later; only descend into lists of containers.
             stack.extend((child, depth + 1) for child in node if isinstance(child, (list, dict)))
@@ -71,9 +95,14 @@ def decode_array(spec: Any, where: str, budget: TreeBudget) -> np.ndarray:
     if dtype_name not in DTYPES:
         raise InvalidArgument(f"{where}: unsupported dtype {dtype_name!r}; use one of {', '.join(DTYPES)}",
                               {"path": where, "dtype": dtype_name})
-    if not isinstance(shape, list) or len(shape) > 32 or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
-        raise InvalidArgument(f"{where}: shape must be a list of non-negative integers", {"path": where})
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**62
+                                              for n in shape):
+        raise InvalidArgument(f"{where}: shape must be a list of non-negative integers below 2**62; {shape!r:.80} "
+                              "is not a valid array shape", {"path": where})
+    if len(shape) > MAX_DIMENSIONS:
+        raise LimitExceededError(f"{where}: {len(shape)} dimensions, over the limit of {MAX_DIMENSIONS}",
+                                 {"path": where, "limit": "NABLA_MAX_DIMENSIONS", "requested": len(shape),
+                                  "maximum": MAX_DIMENSIONS})
     size = math.prod(shape)  # exact: np.prod in int64 wraps around for shapes like [2**32, 2**32]
     budget.take(size, where)
     if not isinstance(data, str):
@@ -109,7 +138,7 @@ def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudge
     if not isinstance(obj, list):
         return None
     try:
-        arr = np.asarray(obj)
+        arr = _as_array(obj)
     except (ValueError, TypeError, RecursionError):
         return None  # ragged: a list of subtrees
     if arr.dtype == object or arr.ndim > 32:
@@ -126,6 +155,23 @@ def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudge
     if arr.size == 0 and arr.ndim == 1 and not obj:
         return None  # [] is an empty list node, as in JAX
     return arr.astype(float_dtype)
+
+
+def _as_array(obj: list[Any]) -> np.ndarray:
+    """np.asarray of a nested list, a block of rows at a time with a deadline check between
+    blocks; refuses ragged lists (ValueError) as np.asarray would."""
+    if len(obj) <= 1 or not isinstance(obj[0], list) and len(obj) <= CHUNK_ELEMENTS:
+        return np.asarray(obj)
+    first = np.asarray(obj[0])
+    rows = max(1, CHUNK_ELEMENTS // max(1, first.size))
+    blocks = []
+    for start in range(0, len(obj), rows):
+        check_deadline()
+        block = np.asarray(obj[start:start + rows])
+        if block.shape[1:] != first.shape or block.dtype == object:
+            raise ValueError("ragged")
+        blocks.append(block)
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
 
 
 def _with_specials(obj: Any) -> np.ndarray | None:
@@ -190,3 +236,100 @@ def encode_tree(tree: Any, encoding: str) -> Any:
     if hasattr(tree, "__dataclass_fields__"):
         return {k: encode_tree(getattr(tree, k), encoding) for k in tree.__dataclass_fields__}
     return encode_array(np.asarray(tree), encoding)
+
+
+# ----------------------------------------------------------------------------- response writer
+
+
+def dumps(tree: Any, encoding: str = "json") -> bytes:
+    """A response pytree as JSON bytes, arrays written a block of rows at a time.
+
+    JSON numbers: float arrays are written in float64's shortest round-trip form (a float32 value
+    reads back exactly as a double); NaN and infinities become "NaN", "Infinity", "-Infinity",
+    never bare tokens (strict JSON parsers refuse them).
+    """
+    parts: list[bytes] = []
+    _write(tree, encoding, parts)
+    return b"".join(parts)
+
+
+def _write(node: Any, encoding: str, parts: list[bytes]) -> None:
+    from engine.array import Array
+
+    if isinstance(node, Array):
+        node = np.asarray(node._value)
+    if isinstance(node, (np.ndarray, np.generic)):
+        _write_array(np.asarray(node), encoding, parts)
+    elif isinstance(node, dict):
+        _write_items([(str(k), v) for k, v in node.items()], encoding, parts)
+    elif isinstance(node, tuple) and hasattr(node, "_fields"):
+        _write_items(list(zip(node._fields, node)), encoding, parts)
+    elif isinstance(node, (list, tuple)):
+        parts.append(b"[")
+        for i, v in enumerate(node):
+            if i:
+                parts.append(b",")
+            _write(v, encoding, parts)
+        parts.append(b"]")
+    elif hasattr(node, "__dataclass_fields__"):
+        _write_items([(k, getattr(node, k)) for k in node.__dataclass_fields__], encoding, parts)
+    elif isinstance(node, float) and not math.isfinite(node):
+        parts.append(orjson.dumps(_special_name(node)))
+    elif node is None or isinstance(node, (bool, int, float, str)):
+        parts.append(orjson.dumps(node))
+    else:
+        _write_array(np.asarray(node), encoding, parts)
+
+
+def _write_items(items: list[tuple[str, Any]], encoding: str, parts: list[bytes]) -> None:
+    parts.append(b"{")
+    for i, (k, v) in enumerate(items):
+        if i:
+            parts.append(b",")
+        parts.append(orjson.dumps(k))
+        parts.append(b":")
+        _write(v, encoding, parts)
+    parts.append(b"}")
+
+
+def _special_name(x: float) -> str:
+    return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+
+
+def _write_array(arr: np.ndarray, encoding: str, parts: list[bytes]) -> None:
+    if encoding == "base64":
+        _write_base64(arr, parts)
+        return
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float64, copy=False)
+    if arr.ndim == 0:
+        _write(arr.item(), encoding, parts)
+        return
+    rows = max(1, CHUNK_ELEMENTS // max(1, arr[0].size)) if len(arr) else 1
+    parts.append(b"[")
+    for start in range(0, len(arr), rows):
+        check_deadline()
+        block = np.ascontiguousarray(arr[start:start + rows])
+        if start:
+            parts.append(b",")
+        parts.append(_block_json(block)[1:-1])
+    parts.append(b"]")
+
+
+def _block_json(block: np.ndarray) -> bytes:
+    if block.dtype.kind == "f" and not np.isfinite(block).all():
+        return orjson.dumps(encode_array(block, "json"))
+    if block.dtype.kind in "fiub":
+        return orjson.dumps(block, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(block.tolist())
+
+
+def _write_base64(arr: np.ndarray, parts: list[bytes]) -> None:
+    data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
+    parts.append(b'{"$array":{"dtype":' + orjson.dumps(arr.dtype.name) + b',"shape":'
+                 + orjson.dumps([int(n) for n in arr.shape]) + b',"data":"')
+    step = 3 * CHUNK_ELEMENTS * 8  # a multiple of 3: the pieces' base64 concatenates cleanly
+    for start in range(0, len(data), step):
+        check_deadline()
+        parts.append(base64.b64encode(data[start:start + step].tobytes()))
+    parts.append(b'"}}')

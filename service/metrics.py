@@ -7,6 +7,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -24,18 +25,25 @@ class Metrics:
                                  buckets=_BUCKETS, registry=self.registry)
         self.cache = Counter("nabla_plan_cache_total", "Compiled-plan lookups", ["result"], registry=self.registry)
         self.cached_plans = Gauge("nabla_plan_cache_entries", "Compiled plans held", registry=self.registry)
+        self.cached_plan_bytes = Gauge("nabla_plan_cache_bytes", "Estimated bytes held by compiled plans",
+                                       registry=self.registry)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        # Labels come from fixed sets only: a client must not be able to mint new series.
+        method = method if method in METHODS else "other"
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 
     def observe_error(self, error_type: str) -> None:
         self.errors.labels(error_type).inc()
 
-    def observe_compute(self, transform: str, cache_hit: bool, seconds: float) -> None:
+    def observe_compute(self, transform: str, seconds: float) -> None:
         self.compute.labels(transform).observe(seconds)
+
+    def observe_cache(self, cache_hit: bool) -> None:
         self.cache.labels("hit" if cache_hit else "miss").inc()
 
     def render(self, plans: Any) -> tuple[bytes, str]:
-        self.cached_plans.set(len(plans._plans))
+        self.cached_plans.set(len(plans))
+        self.cached_plan_bytes.set(plans.bytes)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

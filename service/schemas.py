@@ -1,13 +1,10 @@
-"""The API's documented request shapes (OpenAPI), with examples.
-
-Bodies are parsed by the service itself (in a worker thread, with its own limits), so these
-models document the API rather than validate it; the graph format's JSON Schema is published
-in the OpenAPI document too.
+"""The OpenAPI document: the typed request models of service.requests (the same ones the
+pipeline validates with), examples, the error body, and the graph format's JSON Schema.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -15,6 +12,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from engine.serialize import load_schema
+from service.requests import (
+    COMPUTE_REQUESTS,
+    FUNCTION_MODELS,
+    FUNCTION_REF,
+    MODEL_COMPUTE_REQUESTS,
+    RegisterRequest,
+    ShapesRequest,
+)
 
 TUTORIAL_EXPR = ("z = inputs @ W + b\np = 0.5 * (tanh(z / 2) + 1)\n"
                  "-sum(log(p * targets + (1 - p) * (1 - targets)))")
@@ -23,78 +28,10 @@ TUTORIAL_ARGS = [[-0.36838785, -2.275689, 0.01144757], 0.8535516,
                  [True, True, False, True]]
 
 
-class ExprFunction(BaseModel):
-    expr: str = Field(description="a program in the expression language (see docs/FORMATS.md)")
-    params: list[str] = Field(description="parameter names, in argument order")
-
-
-class GraphFunctionSpec(BaseModel):
-    graph: dict[str, Any] = Field(description="a nabla.graph/1 document (schema: NablaGraphV1)")
-
-
-class ModelRef(BaseModel):
-    model: str
-    version: int | None = Field(None, description="a version number; the latest when omitted")
-
-
-class CheckOptions(BaseModel):
-    order: int = 1
-    modes: list[Literal["fwd", "rev"]] = ["fwd", "rev"]
-    eps: float | None = None
-    atol: float | None = None
-    rtol: float | None = None
-
-
-class ComputeRequest(BaseModel):
-    function: ExprFunction | GraphFunctionSpec | ModelRef
-    args: list[Any] = Field(description="one pytree per parameter: numbers, nested lists, objects, null, "
-                                        "or {\"$array\": {dtype, shape, data (base64)}} leaves")
-    argnums: int | list[int] = Field(0, description="grad, value_and_grad, jacobian, hessian")
-    has_aux: bool = Field(False, description="the function returns (output, aux)")
-    order: int = Field(1, description="grad only: apply grad this many times")
-    tangents: list[Any] | None = Field(None, description="jvp only: one pytree per argument")
-    cotangent: Any = Field(None, description="vjp only: shaped like the output")
-    mode: Literal["rev", "fwd"] = Field("rev", description="jacobian only")
-    check: CheckOptions | None = Field(None, description="check_grads only")
-    dtype: Literal["float32", "float64"] = "float32"
-    encoding: Literal["json", "base64"] = Field("json", description="how arrays in the response are written")
-
-
-class ModelComputeRequest(BaseModel):
-    args: list[Any]
-    version: int | None = None
-    argnums: int | list[int] = 0
-    has_aux: bool = False
-    order: int = 1
-    tangents: list[Any] | None = None
-    cotangent: Any = None
-    mode: Literal["rev", "fwd"] = "rev"
-    check: CheckOptions | None = None
-    dtype: Literal["float32", "float64"] = "float32"
-    encoding: Literal["json", "base64"] = "json"
-
-
-class RegisterRequest(BaseModel):
-    name: str
-    function: ExprFunction | GraphFunctionSpec
-    constants: dict[str, Any] = Field(default_factory=dict, description="parameters bound by name")
-    description: str = ""
-
-
-class ShapeSpec(BaseModel):
-    shape: list[int]
-    dtype: str = "float32"
-
-
-class ShapesRequest(BaseModel):
-    function: ExprFunction | GraphFunctionSpec | ModelRef
-    args: list[Any] = Field(description="pytrees whose leaves are {shape, dtype} specs")
-
-
 class ErrorBody(BaseModel):
-    type: str
-    message: str
-    detail: dict[str, Any]
+    type: str = Field(description="what kind of problem: invalid_request, invalid_function, limit_exceeded, ...")
+    message: str = Field(description="what was wrong, where, and what to do instead")
+    detail: dict[str, Any] = Field(description="machine-readable specifics: path, line/column, node, limit figures")
     request_id: str | None
 
 
@@ -125,19 +62,21 @@ _SUMMARIES = {
 }
 
 
+_ERROR = {"description": "the body says what was wrong, where, and what to do",
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+
+
 def _body(schema_name: str, examples: dict[str, Any] | None = None) -> dict[str, Any]:
     content: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}
     if examples:
         content["examples"] = {k: {"value": v} for k, v in examples.items()}
     return {"requestBody": {"required": True, "content": {"application/json": content}},
-            "responses": {"4XX": {"description": "a bad request: the body says what and where",
-                                  "content": {"application/json": {"schema": {
-                                      "$ref": "#/components/schemas/ErrorResponse"}}}}}}
+            "responses": {"4XX": _ERROR, "5XX": _ERROR}}
 
 
 def model_compute_body() -> dict[str, Any]:
-    return _body("ModelComputeRequest", {"tutorial": {"args": [[-0.36838785, -2.275689, 0.01144757], 0.8535516],
-                                                      "argnums": [0, 1]}})
+    return _body("ModelGradRequest", {"tutorial": {"args": [[-0.36838785, -2.275689, 0.01144757], 0.8535516],
+                                                   "argnums": [0, 1]}})
 
 
 def shapes_body() -> dict[str, Any]:
@@ -152,19 +91,15 @@ def register_body() -> dict[str, Any]:
         "constants": {"inputs": TUTORIAL_ARGS[2], "targets": TUTORIAL_ARGS[3]}}})
 
 
-def add_compute_route(app: FastAPI, transform: str, service: Any, in_thread: Any, require_key: Any) -> None:
+def add_compute_route(app: FastAPI, transform: str, lanes: Any, call: Any, json_body: Any, require_key: Any) -> None:
     async def handler(request: Request) -> Response:
-        raw = await request.body()
-        payload = await in_thread(service.compute, transform, raw)
-        import json
-
-        return Response(json.dumps(payload, separators=(",", ":"), allow_nan=False).encode(),
-                        media_type="application/json")
+        return await lanes.run(call(request, "compute", await json_body(request), transform=transform))
 
     handler.__name__ = f"compute_{transform}"
+    model = COMPUTE_REQUESTS[transform]
     app.post(f"/v1/{transform}", tags=["compute"], dependencies=[Depends(require_key)],
              summary=_SUMMARIES[transform], name=f"compute_{transform}",
-             openapi_extra=_body("ComputeRequest", {transform: _EXAMPLES[transform]}))(handler)
+             openapi_extra=_body(model.__name__, {transform: _EXAMPLES[transform]}))(handler)
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -176,11 +111,15 @@ def install_openapi(app: FastAPI) -> None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description,
                              routes=app.routes, tags=app.openapi_tags)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ComputeRequest, ModelComputeRequest, RegisterRequest, ShapesRequest, ErrorResponse):
+        models = [*COMPUTE_REQUESTS.values(), *MODEL_COMPUTE_REQUESTS.values(), RegisterRequest, ShapesRequest,
+                  ErrorResponse, *FUNCTION_MODELS]
+        for model in models:
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for name, definition in model_schema.pop("$defs", {}).items():
                 components[name] = definition
             components[model.__name__] = model_schema
+        schema = _rewrite_refs(schema)
+        components = schema["components"]["schemas"]
         graph_schema = load_schema()
         for name, definition in graph_schema.pop("$defs", {}).items():
             components[f"NablaGraphV1_{name}"] = _rewrite_refs(definition)
@@ -191,9 +130,15 @@ def install_openapi(app: FastAPI) -> None:
     app.openapi = openapi
 
 
+def _rewrite_ref(ref: str) -> str:
+    return ref.replace("#/$defs/", "#/components/schemas/NablaGraphV1_")
+
+
 def _rewrite_refs(node: Any) -> Any:
+    if isinstance(node, dict) and FUNCTION_REF in node:
+        return {"$ref": f"#/components/schemas/{node[FUNCTION_REF]}"}
     if isinstance(node, dict):
-        return {k: (v.replace("#/$defs/", "#/components/schemas/NablaGraphV1_") if k == "$ref" else _rewrite_refs(v))
+        return {k: (_rewrite_ref(v) if k == "$ref" else _rewrite_refs(v))
                 for k, v in node.items() if k not in ("$schema", "$id")}
     if isinstance(node, list):
         return [_rewrite_refs(v) for v in node]

@@ -37,9 +37,22 @@ class Settings(BaseSettings):
     max_expression_depth: int = Field(200, ge=8, le=400,
                                       description="nesting depth of an expression's syntax tree")
     max_constant_elements: int = Field(10_000_000, description="elements of a model's or graph's constants")
-    compute_timeout_s: float = Field(30.0, gt=0, description="compute time per request")
+    max_leaves: int = Field(10_000, ge=1, description="array leaves in a request's argument pytrees")
+    max_response_bytes: int = Field(128 * 1024 * 1024, description="predicted size of an encoded response")
+    max_request_bytes: int = Field(512 * 1024 * 1024,
+                                   description="predicted memory of one request: inputs, peak of intermediates, "
+                                               "result and encoded response")
+    compute_timeout_s: float = Field(30.0, gt=0, description="one deadline per request: decoding, computing "
+                                                             "and encoding")
     plan_cache_size: int = Field(256, ge=0, description="compiled gradient plans kept in memory")
-    compute_threads: int = Field(4, ge=1, description="requests computed at once per process")
+    plan_cache_bytes: int = Field(256 * 1024 * 1024, ge=0, description="bytes the plan cache may hold")
+    compute_threads: int = Field(2, ge=1, description="requests computed at once per process")
+    admission_queue: int = Field(32, ge=0, description="requests that may wait for a compute thread; "
+                                                      "beyond that 503 with Retry-After")
+    header_timeout_s: float = Field(10.0, gt=0, description="time a client has to send a request's headers")
+    body_timeout_s: float = Field(30.0, gt=0, description="time a client has to send a request's body")
+    registry_refresh_s: float = Field(1.0, ge=0, description="how stale a replica's view of the registry "
+                                                            "may be (deletes and new versions elsewhere)")
 
     @field_validator("log_level")
     @classmethod

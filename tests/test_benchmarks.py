@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,4 +44,20 @@ def test_reliability_checks_hold_on_a_real_server() -> None:
     assert report["hostile_inputs"]["alive_after"]
     assert report["crash_safety"]["missing_after_crash"] == 0
     assert report["crash_safety"]["broken_after_crash"] == 0
-    assert report["liveness_under_load"]["slow_statuses"] == [408]
+    # slow requests run into the compute deadline (408) or wait for a thread no longer than it (503)
+    assert 408 in report["liveness_under_load"]["slow_statuses"]
+    assert set(report["liveness_under_load"]["slow_statuses"]) <= {408, 503}
+    # Three replicas on PostgreSQL behind nginx (deploy/nginx/nginx.conf), one killed and restarted
+    # mid-load: no gradient request fails, no acknowledged registration is lost, and the restarted
+    # replica is back in rotation.
+    replicas = report["replicas_behind_nginx"]
+    if "PostgreSQL is not reachable" in replicas.get("skipped", ""):
+        pytest.skip(replicas["skipped"])  # like the other registry tests; nginx is installed by .ci/run
+    assert "skipped" not in replicas, replicas["skipped"]
+    assert replicas["gradient_requests"] > 100
+    assert replicas["gradient_failed"] == 0, replicas["failure_examples"]
+    assert replicas["registrations_acknowledged"] > 0
+    assert set(replicas["acknowledged_missing_per_replica"].values()) == {0}
+    assert replicas["content_mismatched"] == 0
+    assert replicas["victim_answers_directly"]
+    assert replicas["victim_served_through_nginx_after_restart"] > 0

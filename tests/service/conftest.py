@@ -157,7 +157,7 @@ class Server:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start `python -m uvicorn service.app:create_app --factory` on a free loopback port with the
+    """Start `nabla serve` (as `python -m service.cli serve`) on a free loopback port with the
     given NABLA_* variables; wait until /livez answers. Every server is stopped at teardown."""
     servers: list[Server] = []
 
@@ -168,8 +168,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         log = tmp_path / f"uvicorn-{port}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
-                 "--port", str(port), "--log-level", "warning"],
+                [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
                 cwd=REPO, env=environ, stdout=out, stderr=subprocess.STDOUT)
         server = Server(f"http://127.0.0.1:{port}", process, log)
         servers.append(server)

@@ -31,14 +31,15 @@ def test_body_size(make_client: Callable[..., TestClient]) -> None:
     assert ok.status_code == 200
     big = {"function": IDENTITY, "args": [[1.0] * 1000]}
     error = assert_error(client.post("/v1/value", json=big), 413, "limit_exceeded", "over the limit of 2000",
-                         {"limit": 2000})
+                         {"limit": "NABLA_MAX_BODY_BYTES", "maximum": 2000})
     assert "NABLA_MAX_BODY_BYTES" in error["message"]
 
     def chunks() -> Any:  # no Content-Length: the limit is enforced while reading
         for _ in range(50):
             yield b" " * 100
 
-    assert_error(client.post("/v1/value", content=chunks()), 413, "limit_exceeded", "over the limit of 2000")
+    assert_error(client.post("/v1/value", content=chunks(), headers={"content-type": "application/json"}), 413,
+                 "limit_exceeded", "over the limit of 2000")
     assert_error(client.post("/v1/models", content=b" " * 3000), 413, "limit_exceeded")
     assert 'nabla_errors_total{type="limit_exceeded"} 3.0' in client.get("/metrics").text
 
@@ -48,7 +49,7 @@ def test_array_elements_and_total_elements(make_client: Callable[..., TestClient
     assert client.post("/v1/value", json={"function": IDENTITY, "args": [[1.0] * 1000]}).status_code == 200
     assert_error(client.post("/v1/value", json={"function": IDENTITY, "args": [[1.0] * 1001]}), 413,
                  "limit_exceeded", "args[0]: an array of 1001 elements is over the limit of 1000",
-                 {"path": "args[0]", "elements": 1001, "limit": 1000})
+                 {"path": "args[0]", "limit": "NABLA_MAX_ARRAY_ELEMENTS", "requested": 1001, "maximum": 1000})
     # a nested leaf is named by its path
     assert_error(client.post("/v1/value", json={"function": IDENTITY, "args": [{"a": [None, [[1.0] * 40] * 30]}]}),
                  413, "limit_exceeded", "args[0]['a'][1]", {"path": "args[0]['a'][1]"})
@@ -59,8 +60,8 @@ def test_array_elements_and_total_elements(make_client: Callable[..., TestClient
     two = expr("x + y", ["x", "y"])
     assert client.post("/v1/value", json={"function": two, "args": [[1.0] * 700, [1.0] * 700]}).status_code == 200
     assert_error(client.post("/v1/value", json={"function": two, "args": [[1.0] * 800, [1.0] * 800]}), 413,
-                 "limit_exceeded", "more than 1500 elements (NABLA_MAX_TOTAL_ELEMENTS)",
-                 {"path": "args[1]", "limit": 1500})
+                 "limit_exceeded", "1600 elements, over the limit of 1500 (NABLA_MAX_TOTAL_ELEMENTS)",
+                 {"path": "args[1]", "limit": "NABLA_MAX_TOTAL_ELEMENTS", "maximum": 1500})
     # tangents count towards the request's total
     assert_error(client.post("/v1/jvp", json={"function": IDENTITY, "args": [[1.0] * 800],
                                               "tangents": [[1.0] * 800]}), 413, "limit_exceeded",
@@ -72,7 +73,7 @@ def test_graph_nodes(make_client: Callable[..., TestClient]) -> None:
     assert client.post("/v1/value", json={"function": chain_graph(10), "args": [1.0]}).json()["value"] == 1.0
     assert_error(client.post("/v1/value", json={"function": chain_graph(30), "args": [1.0]}), 413,
                  "limit_exceeded", "the number of nodes is 30, over the limit of 20",
-                 {"limit": "max_nodes", "value": 30, "maximum": 20})
+                 {"limit": "NABLA_MAX_GRAPH_NODES", "requested": 30, "maximum": 20})
     long_program = "\n".join(f"x{i} = x{i - 1} + 1" if i else "x0 = x" for i in range(15)) + "\nx14"
     assert_error(client.post("/v1/value", json={"function": expr(long_program, ["x"]), "args": [1.0]}), 413,
                  "limit_exceeded", "more than 20 syntax nodes", {"kind": "limit"})
@@ -93,10 +94,11 @@ def test_derivative_order(make_client: Callable[..., TestClient]) -> None:
                                          "order": 2}).json()["grad"] == 6.0
     assert_error(client.post("/v1/grad", json={"function": expr("x ** 3", ["x"]), "args": [1.0], "order": 3}),
                  413, "limit_exceeded", "order 3 is above the limit of 2 (NABLA_MAX_ORDER)",
-                 {"order": 3, "limit": 2})
+                 {"limit": "NABLA_MAX_ORDER", "requested": 3, "maximum": 2})
     assert_error(client.post("/v1/check_grads", json={"function": expr("x ** 3", ["x"]), "args": [1.0],
                                                       "check": {"order": 3}}),
-                 400, "invalid_request", "check.order must be an integer from 1 to 2", {"order": 3})
+                 413, "limit_exceeded", "order 3 is above the limit of 2 (NABLA_MAX_ORDER)",
+                 {"limit": "NABLA_MAX_ORDER", "requested": 3, "maximum": 2})
 
 
 def test_pytree_and_expression_depth(make_client: Callable[..., TestClient]) -> None:
@@ -107,12 +109,14 @@ def test_pytree_and_expression_depth(make_client: Callable[..., TestClient]) -> 
     for _ in range(8):
         deep = {"k": [deep, None]}
     assert_error(client.post("/v1/value", json={"function": IDENTITY, "args": [deep]}), 413, "limit_exceeded",
-                 "nested more than 6 levels deep (NABLA_MAX_DEPTH)", {"path": "args[0]", "limit": 6})
+                 "nested more than 6 levels deep (NABLA_MAX_DEPTH)",
+                 {"path": "args[0]", "limit": "NABLA_MAX_DEPTH", "maximum": 6})
     assert_error(client.post("/v1/value", json={"function": expr("-(-(-(-(-(-(-(-x)))))))", ["x"]),
                                                 "args": [1.0]}),
                  413, "limit_exceeded", "nested", {"kind": "limit"})
     # a JSON body nested beyond the parser's recursion is refused too
-    assert_error(client.post("/v1/value", content=b"[" * 50_000 + b"]" * 50_000), 413, "limit_exceeded")
+    assert_error(client.post("/v1/value", content=b"[" * 50_000 + b"]" * 50_000,
+                             headers={"content-type": "application/json"}), 413, "limit_exceeded")
 
 
 def test_constant_elements(make_client: Callable[..., TestClient]) -> None:
@@ -120,8 +124,8 @@ def test_constant_elements(make_client: Callable[..., TestClient]) -> None:
     body = {"name": "consts", "function": expr("sum(x * c)", ["x", "c"])}
     assert client.post("/v1/models", json={**body, "constants": {"c": [1.0] * 100}}).status_code == 201
     assert_error(client.post("/v1/models", json={**body, "constants": {"c": [1.0] * 101}}), 413,
-                 "limit_exceeded", "constants['c']: the request's arrays hold more than 100 elements "
-                 "(NABLA_MAX_CONSTANT_ELEMENTS)")
+                 "limit_exceeded", "constants['c']: the request's arrays hold 101 elements, over the limit of "
+                 "100 (NABLA_MAX_CONSTANT_ELEMENTS)")
     graph = {"format": "nabla.graph/1", "params": ["x"], "constants": {"c": {"data": [1.0] * 101}},
              "nodes": [{"id": "y", "op": "mul", "inputs": ["x", "c"]}], "outputs": ["y"]}
     assert_error(client.post("/v1/value", json={"function": {"graph": graph}, "args": [1.0]}), 413,

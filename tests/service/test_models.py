@@ -253,11 +253,12 @@ def test_register_refuses_bad_bodies(client: TestClient) -> None:
         ({"name": "m", "function": {"model": "rosenbrock"}}, 400, "invalid_request", "not a reference"),
         ({"name": "m", "function": ok, "extra": 1}, 400, "invalid_request", "unknown field"),
         ({"name": "m", "function": ok, "description": 5}, 400, "invalid_request", "description"),
-        ({"name": "m"}, 422, "invalid_function", "function must be an object"),
+        ({"name": "m"}, 400, "invalid_request", "needs a `function`"),
         ({"name": "m", "function": expr("x +", ["x"])}, 422, "invalid_function", "syntax"),
         ({"name": "m", "function": ok, "constants": {"x": "word"}}, 422, "invalid_argument", "constants['x']"),
     ]
     for body, status, error_type, fragment in cases:
         assert_error(client.post("/v1/models", json=body), status, error_type, fragment)
-    assert_error(client.post("/v1/models", content=b"[]"), 400, "invalid_request", "JSON object")
+    assert_error(client.post("/v1/models", content=b"[]", headers={"content-type": "application/json"}), 400,
+                 "invalid_request", "JSON object")
     assert [m for m in client.get("/v1/models").json()["models"] if m["source"] == "registry"] == []

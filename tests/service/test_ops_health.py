@@ -128,7 +128,8 @@ def test_openapi_has_every_endpoint_examples_and_the_graph_schema(client: TestCl
     for transform in TRANSFORMS:
         op = paths[f"/v1/{transform}"]["post"]
         content = op["requestBody"]["content"]["application/json"]
-        assert content["schema"] == {"$ref": "#/components/schemas/ComputeRequest"}
+        model = "".join(part.capitalize() for part in transform.split("_")) + "Request"
+        assert content["schema"] == {"$ref": f"#/components/schemas/{model}"}
         assert content["examples"], transform
         assert "4XX" in op["responses"]
     expected = {("/v1/models", "get"), ("/v1/models", "post"), ("/v1/models/{name}", "get"),
@@ -137,7 +138,7 @@ def test_openapi_has_every_endpoint_examples_and_the_graph_schema(client: TestCl
     for path, method in expected:
         assert method in paths[path], (path, method)
     schemas = doc["components"]["schemas"]
-    assert {"ComputeRequest", "ModelComputeRequest", "RegisterRequest", "ShapesRequest", "ErrorResponse",
+    assert {"GradRequest", "ModelGradRequest", "HessianRequest", "RegisterRequest", "ShapesRequest", "ErrorResponse",
             "NablaGraphV1"} <= set(schemas)
     assert "nodes" in json.dumps(schemas["NablaGraphV1"])
     # every $ref points at a schema that exists
@@ -186,6 +187,6 @@ def test_log_lines_are_json_with_the_request_id(client: TestClient) -> None:
 
 def test_echo_returns_the_body(client: TestClient) -> None:
     body = b'{"function": {"expr": "x", "params": ["x"]}, "args": [1.0]}'
-    response = client.post("/v1/echo", content=body)
+    response = client.post("/v1/echo", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 200 and response.content == body
     assert response.headers["content-type"] == "application/json"

@@ -1,0 +1,113 @@
+"""Engine and registry exceptions as API errors: one table, matched by type, in order.
+
+Only exception types decide the answer; messages are passed through, never searched. An
+exception no row matches is a bug: the pipeline answers it with a JSON 500 and logs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from engine.errors import (
+    ConcretizationError,
+    DeadlineExceeded,
+    DifferentiationError,
+    DtypeError,
+    EngineError,
+    ShapeError,
+)
+from engine.expr import ExprError
+from engine.limits import LimitExceeded
+from engine.serialize import GraphFormatError
+from service.errors import (
+    APIError,
+    ComputeError,
+    ComputeTimeout,
+    Conflict,
+    DtypeMismatch,
+    InvalidArgument,
+    InvalidFunction,
+    InvalidRequest,
+    LimitExceededError,
+    NotDifferentiable,
+    RegistryUnavailableError,
+    ShapeMismatch,
+    retry_after,
+)
+from service.store import IdempotencyConflict, RegistryUnavailable, StoreError
+
+# The engine's limit names as the settings an operator changes.
+SETTING_OF_LIMIT = {
+    "max_array_elements": "NABLA_MAX_ARRAY_ELEMENTS",
+    "max_nodes": "NABLA_MAX_GRAPH_NODES",
+    "max_source_chars": "NABLA_MAX_EXPRESSION_CHARS",
+    "max_depth": "NABLA_MAX_EXPRESSION_DEPTH",
+    "max_constant_elements": "NABLA_MAX_CONSTANT_ELEMENTS",
+}
+
+
+def _limit_detail(e: Exception) -> dict[str, Any]:
+    if not isinstance(e, LimitExceeded):
+        return {}
+    return {"limit": SETTING_OF_LIMIT.get(e.limit, e.limit), "requested": e.value, "maximum": e.maximum}
+
+
+def _where(e: Exception) -> dict[str, Any]:
+    if isinstance(e, ExprError):
+        return {"line": e.line, "column": e.col, "kind": e.kind}
+    if isinstance(e, GraphFormatError):
+        return {"node": e.node, "field": e.field}
+    return {}
+
+
+def _by_kind(e: Exception) -> APIError:
+    """A function-format error: limits, shapes and dtypes have their own types; the rest is a bad function."""
+    detail = {**_where(e), **_limit_detail(e)}
+    kind = getattr(e, "kind", None)
+    if isinstance(e, LimitExceeded) or kind == "limit":
+        return LimitExceededError(str(e), detail)
+    if isinstance(e, ShapeError) or kind == "shape":
+        return ShapeMismatch(str(e), detail)
+    if isinstance(e, DtypeError) or kind == "dtype":
+        return DtypeMismatch(str(e), detail)
+    return InvalidFunction(str(e), detail)
+
+
+def _registry_unavailable(e: Exception) -> APIError:
+    seconds = getattr(e, "retry_after", 1.0)
+    return retry_after(RegistryUnavailableError(
+        "the model registry is not answering; retry shortly", {"retry_after_s": seconds}), seconds)
+
+
+ERROR_TABLE: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[[Any], APIError]]] = [
+    (APIError, lambda e: e),
+    (DeadlineExceeded, lambda e: ComputeTimeout(f"{e} (NABLA_COMPUTE_TIMEOUT_S)",
+                                                {"limit": "NABLA_COMPUTE_TIMEOUT_S"})),
+    ((ExprError, GraphFormatError), _by_kind),
+    (LimitExceeded, lambda e: LimitExceededError(str(e), _limit_detail(e))),
+    (ShapeError, lambda e: ShapeMismatch(str(e))),
+    (DtypeError, lambda e: DtypeMismatch(str(e))),
+    ((DifferentiationError, ConcretizationError), lambda e: NotDifferentiable(str(e))),
+    (EngineError, lambda e: ComputeError(str(e))),
+    (IdempotencyConflict, lambda e: Conflict(str(e), {"header": "Idempotency-Key"})),
+    (RegistryUnavailable, _registry_unavailable),
+    (StoreError, _registry_unavailable),
+    # A built-in (Python) model or a NumPy routine refusing the values it was given.
+    ((ValueError, TypeError, IndexError, KeyError, AttributeError, np.linalg.LinAlgError),
+     lambda e: InvalidArgument(f"{type(e).__name__}: {e}",
+                               {"exception": type(e).__name__})),
+]
+
+
+def to_api_error(e: BaseException) -> APIError | None:
+    """The API error for an exception, or None for a bug."""
+    for types, make in ERROR_TABLE:
+        if isinstance(e, types):
+            return make(e)
+    return None
+
+
+__all__ = ["ERROR_TABLE", "InvalidRequest", "to_api_error"]

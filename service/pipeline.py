@@ -1,0 +1,430 @@
+"""The transport-neutral request pipeline: every request, whatever protocol brought it, goes
+parse → validate → admit → compute → encode here, under one deadline, and comes back as a
+`Reply` (status, JSON bytes, headers). Protocol adapters (service.app for HTTP) only move bytes
+in and out and decide nothing.
+
+`Pipeline.handle` is synchronous and meant to run off the event loop: decoding, computing and
+encoding all check the deadline as they go, so a request past its time stops where it is.
+Errors are mapped by type (service.error_map); an exception no row maps is a bug, answered as
+a JSON 500 with the request id and logged as one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ValidationError
+
+import engine
+from engine.core import deadline
+from engine.primitives import PRIMITIVES
+from engine.serialize import DTYPES
+from engine.tree_util import tree_flatten
+from service import requests as R
+from service.admission import Budget
+from service.builtin_models import BUILTIN_MODELS
+from service.compute import Options, PlanCache, abstract_shapes, cast_floats, elapsed_ms, run
+from service.error_map import to_api_error
+from service.errors import (
+    APIError,
+    Conflict,
+    InternalError,
+    InvalidFunction,
+    InvalidRequest,
+    LimitExceededError,
+    NotFound,
+)
+from service.functions import FunctionResolver, compile_spec, content_key, decode_constants, encode_constants
+from service.json_trees import MAX_DIMENSIONS, TreeBudget, decode_tree, dumps
+from service.metrics import Metrics
+from service.settings import Settings
+from service.store import Registry, open_registry
+
+log = logging.getLogger("nabla")
+_NAME = re.compile(R.NAME_PATTERN.strip("^$"))
+_FLOATS = {"float32": np.dtype("float32"), "float64": np.dtype("float64")}
+
+
+@dataclass
+class Call:
+    """One request, as any protocol delivers it."""
+
+    operation: str  # compute, shapes, register, list_models, get_model, delete_model, ops
+    body: bytes = b""
+    transform: str | None = None
+    model: str | None = None
+    request_id: str = ""
+    idempotency_key: str | None = None
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    error_type: str | None = None
+
+
+@dataclass
+class Result:
+    """What an operation returns before encoding."""
+
+    payload: Any
+    status: int = 200
+    encoding: str = "json"
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON. Numbers must fit a double (1e400 is refused, not read as infinity). The
+    bare NaN/Infinity tokens that Python's json module writes are read too (the standard has
+    no such tokens; the strings "NaN", "Infinity" and "-Infinity" are the portable spelling)."""
+    if not raw:
+        raise InvalidRequest("the request body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        first_error = e
+    try:  # the slow path, only for bodies the strict parser refused
+        return json.loads(raw, parse_constant=_SPECIAL_TOKENS.__getitem__, parse_float=_finite_float)
+    except RecursionError:
+        raise LimitExceededError("the JSON body is nested too deeply",
+                                 {"limit": "NABLA_MAX_DEPTH", "maximum": 1000}) from None
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest(f"the body is not valid JSON: {first_error}", {"position": first_error.pos}) from None
+
+
+_SPECIAL_TOKENS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large for a double")
+    return value
+
+
+def validate(model: type[BaseModel], body: Any, operation: str) -> Any:
+    """The body as a typed request. A malformed request is a 400 naming the field and what it
+    must be; a `function` that is not an object is a bad function (422)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"the body must be a JSON object ({model.__name__})")
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        problems = R.validation_problems(e)
+    extra = sorted(p["path"] for p in problems if p["kind"] == "extra_forbidden")
+    if extra:
+        nested = [p.split(".", 1) for p in extra if "." in p]
+        if nested:
+            raise InvalidRequest(f"unknown {nested[0][0]} option(s) {sorted(n[1] for n in nested)}",
+                                 {"errors": problems})
+        allowed = sorted(model.model_fields)
+        if operation not in R.OPTIONS:
+            raise InvalidRequest(f"unknown field(s) {extra} for {operation}; it takes {', '.join(allowed)}",
+                                 {"fields": extra, "allowed": allowed, "errors": problems})
+        applies = sorted(t for t, fields in R.OPTIONS.items() if set(extra) <= set(fields))
+        raise InvalidRequest(f"option(s) {extra} do not apply to {operation}"
+                             + (f" (they apply to {', '.join(applies)})" if applies else "")
+                             + f"; {operation} takes {', '.join(allowed)}",
+                             {"options": extra, "transform": operation, "allowed": allowed, "errors": problems})
+    first = problems[0]
+    path = first["path"]
+    detail: dict[str, Any] = {"errors": problems}
+    value = body.get(path)
+    if isinstance(value, (bool, int, float, str)) and len(str(value)) <= 40:
+        detail[path] = value  # echo small values only: a body can be megabytes
+    if path == "function" and first["kind"] != "missing":
+        raise InvalidFunction("function must be an object: {\"expr\", \"params\"}, {\"graph\"} or {\"model\"}",
+                              detail)
+    advice = R.FIELD_ADVICE.get(path) or R.FIELD_ADVICE.get(path.split(".")[0])
+    message = f"{advice} ({path}: {first['problem']})" if advice else f"{path}: {first['problem']}"
+    raise InvalidRequest(message, detail)
+
+
+class Pipeline:
+    """Everything a request needs: settings, the registry, resolvers, caches and metrics."""
+
+    def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.limits = settings.engine_limits()
+        self.registry = registry or open_registry(settings.database_url, settings.data_dir)
+        self.repository = load_model_repository(settings.model_repository, self.limits)
+        self.resolver = FunctionResolver(self.registry, self.limits, self.repository,
+                                         refresh_s=settings.registry_refresh_s)
+        self.plans = PlanCache(settings.plan_cache_size, settings.plan_cache_bytes)
+        self.metrics = Metrics()
+        self.budget = Budget(settings.max_array_elements, settings.max_response_bytes, settings.max_request_bytes)
+
+    # ------------------------------------------------------------------ the one entry point
+
+    def handle(self, call: Call) -> Reply:
+        start = time.perf_counter()
+        try:
+            with deadline(self.settings.compute_timeout_s):
+                result = self._dispatch(call)
+                body = dumps(result.payload, result.encoding)
+            if call.operation == "compute":
+                self.metrics.observe_compute(call.transform or "?", time.perf_counter() - start)
+            return Reply(result.status, body)
+        except Exception as e:  # noqa: BLE001 - every exception becomes an answer
+            return self.error_reply(e, call.request_id)
+
+    def error_reply(self, e: BaseException, request_id: str, *, mapped: bool = True) -> Reply:
+        """The answer to an exception: by the error table, or (no row, or `mapped=False` for an
+        exception that escaped the protocol layer) a logged JSON 500."""
+        error = to_api_error(e) if mapped or isinstance(e, APIError) else None
+        if error is None:
+            log.error("unhandled error", exc_info=e, extra={"request_id": request_id})
+            error = InternalError("an internal error occurred; it has been logged with this request id",
+                                  {"exception": type(e).__name__})
+        self.metrics.observe_error(error.type)
+        return Reply(error.status, orjson.dumps(error.body(request_id)), dict(error.headers), error.type)
+
+    def _dispatch(self, call: Call) -> Result:
+        op = call.operation
+        if op == "compute":
+            return self.compute(call.transform or "", call.body, call.model)
+        if op == "shapes":
+            return Result(self.shapes(call.body))
+        if op == "register":
+            return self.register(call.body, call.idempotency_key)
+        if op == "list_models":
+            return Result(self.list_models())
+        if op == "get_model":
+            return Result(self.get_model(call.model or ""))
+        if op == "delete_model":
+            return Result(self.delete_model(call.model or ""))
+        if op == "ops":
+            return Result(ops_catalogue())
+        raise NotFound(f"unknown operation {op!r}")
+
+    # ------------------------------------------------------------------ compute
+
+    def compute(self, transform: str, raw: bytes, model: str | None = None) -> Result:
+        start = time.perf_counter()
+        models = R.MODEL_COMPUTE_REQUESTS if model is not None else R.COMPUTE_REQUESTS
+        if transform not in models:
+            raise NotFound(f"unknown transform {transform!r}; use one of {', '.join(R.TRANSFORMS)}",
+                           {"transform": transform})
+        body = parse_json(raw)
+        if model is not None and isinstance(body, dict) and "function" in body:
+            raise InvalidRequest("the model is named in the path; leave `function` out of the body")
+        request = validate(models[transform], body, transform)
+        if model is not None:
+            spec = {"model": model} if request.version is None else {"model": model, "version": request.version}
+        else:
+            spec = body["function"]
+        opts = Options.from_request(transform, request, self.settings.max_order)
+        function = self.resolver.resolve(spec)
+        dtype = _FLOATS[request.dtype]
+        tree_budget = self.tree_budget()
+        args = [cast_floats(decode_tree(a, dtype, f"args[{i}]", tree_budget), dtype)
+                for i, a in enumerate(request.args)]
+        extra: list[Any] = []
+        if transform == "jvp":
+            if len(request.tangents) != len(args):
+                raise InvalidRequest(f"jvp needs one tangent per argument: {len(args)} argument(s), "
+                                     f"{len(request.tangents)} tangent(s)")
+            extra = [cast_floats(decode_tree(t, dtype, f"tangents[{i}]", tree_budget), dtype)
+                     for i, t in enumerate(request.tangents)]
+            _check_like(args, extra, "tangents")
+        elif transform == "vjp":
+            extra = [cast_floats(decode_tree(request.cotangent, dtype, "cotangent", tree_budget), dtype)]
+        outcome = run(function, opts, args, extra, plans=self.plans, budget=self.budget, encoding=request.encoding)
+        self.metrics.observe_cache(outcome.cache_hit)
+        payload: dict[str, Any] = dict(outcome.result)
+        payload["meta"] = {"transform": transform, "dtype": request.dtype, "elapsed_ms": elapsed_ms(start),
+                           "graph_nodes": outcome.graph_nodes, "cache_hit": outcome.cache_hit}
+        if function.model is not None:
+            payload["meta"]["model"] = {"name": function.model, "version": function.version}
+        return Result(payload, encoding=request.encoding)
+
+    def tree_budget(self) -> TreeBudget:
+        s = self.settings
+        return TreeBudget(s.max_array_elements, s.max_total_elements, s.max_depth, max_leaves=s.max_leaves)
+
+    def shapes(self, raw: bytes) -> dict[str, Any]:
+        body = parse_json(raw)
+        request = validate(R.ShapesRequest, body, "shapes")
+        function = self.resolver.resolve(body["function"])
+        if len(request.args) != len(function.params):
+            raise InvalidRequest(f"the function takes {len(function.params)} argument(s) {function.params}, "
+                                 f"got {len(request.args)}")
+        leaves = [0]
+        args = [_shape_tree(a, f"args[{i}]", self.settings, leaves) for i, a in enumerate(request.args)]
+        output, nodes = abstract_shapes(function, args, self.settings.max_array_elements)
+        return {"output": output, "meta": {"graph_nodes": nodes}}
+
+    # ------------------------------------------------------------------ models
+
+    def register(self, raw: bytes, idempotency_key: str | None) -> Result:
+        body = parse_json(raw)
+        request = validate(R.RegisterRequest, body, "register")
+        name = request.name
+        if name in BUILTIN_MODELS or name in self.repository:
+            raise Conflict(f"{name!r} is a built-in or repository model and cannot be replaced", {"name": name})
+        function = body["function"]
+        if "model" in function:
+            raise InvalidRequest("register an expr or graph function, not a reference to another model")
+        _, params, nodes = compile_spec(function, self.limits)
+        constants = decode_constants(request.constants, self.limits)
+        unknown_constants = set(constants) - set(params)
+        if unknown_constants:
+            raise InvalidRequest(f"constants {sorted(unknown_constants)} name no parameter of the function; its "
+                                 f"parameters are {params}")
+        free = [p for p in params if p not in constants]
+        registration = self.registry.register(
+            name, function, encode_constants(constants), request.description, free, nodes,
+            idempotency_key=idempotency_key, request_hash=hashlib.sha256(raw).hexdigest()
+            if idempotency_key else None)
+        self.resolver.forget()
+        payload = {"name": name, "version": registration.version, "params": free, "constants": sorted(constants),
+                   "graph_nodes": nodes}
+        return Result(payload, status=201 if registration.created else 200)
+
+    def list_models(self) -> dict[str, Any]:
+        out = []
+        for m in BUILTIN_MODELS.values():
+            out.append({"name": m.name, "version": 1, "source": "builtin", "description": m.description,
+                        "params": [p for p in m.params if p not in m.constants], "graph_nodes": None})
+        for name, definition in sorted(self.repository.items()):
+            fn = self.resolver.model({"model": name})
+            out.append({"name": name, "version": 1, "source": "repository",
+                        "description": definition.get("description", ""), "params": fn.params,
+                        "graph_nodes": fn.graph_nodes})
+        for r in self.registry.list():
+            out.append({"name": r.name, "version": r.version, "source": "registry", "description": r.description,
+                        "params": r.params, "graph_nodes": r.graph_nodes})
+        return {"models": out}
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        _check_name(name)
+        builtin = BUILTIN_MODELS.get(name)
+        if builtin is not None:
+            return {"name": name, "source": "builtin", "description": builtin.description,
+                    "params": [p for p in builtin.params if p not in builtin.constants],
+                    "constants": sorted(builtin.constants), "versions": [1], "latest": 1, "graph_nodes": None}
+        if name in self.repository:
+            fn = self.resolver.model({"model": name})
+            return {"name": name, "source": "repository", "description": fn.description, "params": fn.params,
+                    "constants": sorted(self.repository[name].get("constants") or {}), "versions": [1],
+                    "latest": 1, "graph_nodes": fn.graph_nodes}
+        record = self.registry.get(name)
+        if record is None:
+            raise NotFound(f"no model named {name!r}; GET /v1/models lists them", {"model": name})
+        return {"name": name, "source": "registry", "description": record.description, "params": record.params,
+                "constants": sorted(record.constants), "versions": self.registry.versions(name),
+                "latest": record.version, "graph_nodes": record.graph_nodes, "created_at": record.created_at,
+                "function": record.function}
+
+    def delete_model(self, name: str) -> dict[str, Any]:
+        _check_name(name)
+        if name in BUILTIN_MODELS or name in self.repository:
+            raise Conflict(f"{name!r} is a built-in or repository model and cannot be deleted", {"name": name})
+        deleted = self.registry.delete(name)
+        self.resolver.forget()
+        if not deleted:
+            raise NotFound(f"no model named {name!r}", {"model": name})
+        return {"name": name, "deleted_versions": deleted}
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise NotFound(f"no model named {name[:80]!r}: names are letters, digits, '_', '.' or '-'",
+                       {"model": name[:80]})
+
+
+def _check_like(args: list[Any], tangents: list[Any], what: str) -> None:
+    for i, (a, t) in enumerate(zip(args, tangents)):
+        la, ta = tree_flatten(a)
+        lt, tt = tree_flatten(t)
+        if ta != tt:
+            raise InvalidRequest(f"{what}[{i}] must have the structure of args[{i}]: {ta} vs {tt}")
+        for j, (x, y) in enumerate(zip(la, lt)):
+            if np.shape(x) != np.shape(y):
+                raise InvalidRequest(f"{what}[{i}] leaf {j} has shape {list(np.shape(y))}, but its argument has "
+                                     f"{list(np.shape(x))}")
+
+
+def _shape_tree(obj: Any, where: str, settings: Settings, leaves: list[int], depth: int = 0) -> Any:
+    """Shape specs `{"shape": [...], "dtype": "float32"}` as abstract arguments, in any pytree."""
+    if depth > settings.max_depth:
+        raise LimitExceededError(f"{where}: nested more than {settings.max_depth} levels deep (NABLA_MAX_DEPTH)",
+                                 {"limit": "NABLA_MAX_DEPTH", "requested": depth, "maximum": settings.max_depth})
+    if isinstance(obj, dict) and "shape" in obj and set(obj) <= {"shape", "dtype"}:
+        try:
+            spec = R.ShapeSpec.model_validate(obj)
+        except ValidationError as e:
+            raise InvalidRequest(f"{where}: shape must be a list of at most {MAX_DIMENSIONS} non-negative integers",
+                                 {"errors": R.validation_problems(e)}) from None
+        if spec.dtype not in DTYPES:
+            raise InvalidRequest(f"{where}: unsupported dtype {spec.dtype!r}; use one of {', '.join(DTYPES)}")
+        leaves[0] += 1
+        if leaves[0] > settings.max_leaves:
+            raise LimitExceededError(f"{where}: more than {settings.max_leaves} leaves (NABLA_MAX_LEAVES)",
+                                     {"limit": "NABLA_MAX_LEAVES", "requested": leaves[0],
+                                      "maximum": settings.max_leaves})
+        size = int(np.prod([float(n) for n in spec.shape])) if spec.shape else 1
+        if size > settings.max_array_elements:
+            raise LimitExceededError(f"{where}: {size} elements is over the limit of {settings.max_array_elements} "
+                                     "(NABLA_MAX_ARRAY_ELEMENTS)",
+                                     {"limit": "NABLA_MAX_ARRAY_ELEMENTS", "requested": size,
+                                      "maximum": settings.max_array_elements})
+        return engine.ShapeDtypeStruct(spec.shape, spec.dtype)
+    if isinstance(obj, dict):
+        return {k: _shape_tree(v, f"{where}[{k!r}]", settings, leaves, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_shape_tree(v, f"{where}[{i}]", settings, leaves, depth + 1) for i, v in enumerate(obj)]
+    if obj is None:
+        return None
+    raise InvalidRequest(f"{where}: expected a shape spec {{\"shape\": [...], \"dtype\": ...}} or a container")
+
+
+def load_model_repository(folder: Path | None, limits: Any) -> dict[str, dict[str, Any]]:
+    """Models an operator deploys as files: every *.json in the folder, validated at start."""
+    if folder is None:
+        return {}
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RuntimeError(f"NABLA_MODEL_REPOSITORY {folder} is not a folder")
+    models: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("*.json")):
+        definition = orjson.loads(path.read_bytes())
+        name = definition.get("name")
+        try:
+            R.RegisterRequest.model_validate(definition)
+        except ValidationError as e:
+            raise RuntimeError(f"{path}: not a valid model file: {R.validation_problems(e)}") from None
+        if name in BUILTIN_MODELS or name in models:
+            raise RuntimeError(f"{path}: model {name!r} is defined twice")
+        compile_spec(definition.get("function"), limits)  # validate now, not on first use
+        decode_constants(definition.get("constants") or {}, limits)
+        models[name] = definition
+    return models
+
+
+def ops_catalogue() -> dict[str, Any]:
+    from engine.expr import FUNCTIONS
+
+    ops = []
+    for name, prim in sorted(PRIMITIVES.items()):
+        if name == "custom_vjp_call":
+            continue
+        ops.append({"name": name, "arity": prim.arity, "attrs": list(prim.attr_names),
+                    "vjp": prim.vjp is not None or "vjp_all" in prim.extra,
+                    "jvp": prim.jvp is not None or "jvp_all" in prim.extra or bool(prim.extra.get("linear_jvp")),
+                    "doc": prim.doc})
+    return {"graph_format": "nabla.graph/1", "ops": ops, "expression_functions": sorted(FUNCTIONS)}
+
+
+__all__ = ["Call", "Pipeline", "Reply", "content_key", "parse_json", "validate"]
