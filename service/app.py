@@ -262,8 +262,14 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                 {"content_type": content_type[:80], "expected": "application/json"})
         return await request.body()
 
-    def call(request: Request, operation: str, body: bytes = b"", **fields: Any) -> Call:
-        return Call(operation, body, request_id=request_id(request), **fields)
+    def call(request: Request, operation: str, body: bytes = b"", query: frozenset[str] = frozenset(),
+             **fields: Any) -> Call:
+        unknown = sorted(set(request.query_params) - query)
+        if unknown:
+            raise InvalidRequest(f"unknown query parameter(s) {unknown}" + (
+                f"; this route takes {sorted(query)}" if query else "; this route takes none"),
+                {"query": unknown, "allowed": sorted(query)})
+        return Call(operation, body, request_id=request_id(request), query=dict(request.query_params), **fields)
 
     # ------------------------------------------------------------------ compute routes
 
@@ -286,16 +292,17 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     async def ops(request: Request) -> Response:
         return _response(pipeline.handle(call(request, "ops")))
 
-    @app.post("/v1/echo", tags=["introspection"], dependencies=[Depends(require_key)],
+    @app.post("/v1/echo", tags=["introspection"], dependencies=[Depends(require_key)], include_in_schema=False,
               summary="Return the JSON body unchanged (the framework's ceiling, for benchmarks)")
     async def echo(request: Request) -> Response:
         return Response(await json_body(request), media_type="application/json")
 
     # ------------------------------------------------------------------ models
 
-    @app.get("/v1/models", tags=["models"], dependencies=[Depends(require_key)], summary="List models")
-    async def list_models(request: Request) -> Response:
-        return await lanes.run(call(request, "list_models"))
+    @app.get("/v1/models", tags=["models"], dependencies=[Depends(require_key)],
+             summary="List models by name, `limit` at a time; pass `next_cursor` back as `cursor` for more")
+    async def list_models(request: Request, limit: int = 100, cursor: str | None = None) -> Response:
+        return await lanes.run(call(request, "list_models", query=frozenset({"limit", "cursor"})))
 
     @app.post("/v1/models", tags=["models"], dependencies=[Depends(require_admin)], status_code=201,
               summary="Register a model (a new version when the name exists)", openapi_extra=S.register_body())
@@ -308,10 +315,20 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     async def get_model(name: str, request: Request) -> Response:
         return await lanes.run(call(request, "get_model", model=name))
 
+    @app.get("/v1/models/{name}/schema", tags=["models"], dependencies=[Depends(require_key)],
+             summary="JSON Schema of a request body for this model (its typed parameters)")
+    async def model_request_schema(name: str, request: Request) -> Response:
+        return await lanes.run(call(request, "model_schema", model=name))
+
     @app.delete("/v1/models/{name}", tags=["models"], dependencies=[Depends(require_admin)],
                 summary="Delete a model and all its versions")
     async def delete_model(name: str, request: Request) -> Response:
         return await lanes.run(call(request, "delete_model", model=name))
+
+    @app.delete("/v1/models/{name}/versions/{version}", tags=["models"], dependencies=[Depends(require_admin)],
+                summary="Delete one version of a model (its number is never reused)")
+    async def delete_model_version(name: str, version: int, request: Request) -> Response:
+        return await lanes.run(call(request, "delete_model", model=name, version=version))
 
     # ------------------------------------------------------------------ health
 

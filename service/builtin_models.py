@@ -23,13 +23,14 @@ class BuiltinModel:
     params: list[str]
     description: str
     constants: dict[str, np.ndarray] = field(default_factory=dict)
+    schema: dict[str, Any] = field(default_factory=dict)  # parameter -> spec (service.model_schema)
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {}
 
 
-def builtin_model(name: str, params: list[str], description: str,
-                  constants: dict[str, Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def builtin_model(name: str, params: list[str], description: str, constants: dict[str, Any] | None = None,
+                  schema: dict[str, Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in BUILTIN_MODELS:
             raise ValueError(f"built-in model {name!r} is registered twice")
@@ -38,9 +39,13 @@ def builtin_model(name: str, params: list[str], description: str,
             arr = np.asarray(value)
             arr.flags.writeable = False
             frozen[key] = arr
-        BUILTIN_MODELS[name] = BuiltinModel(name, fn, params, description, frozen)
+        BUILTIN_MODELS[name] = BuiltinModel(name, fn, params, description, frozen, schema or {})
         return fn
     return register
+
+
+def _leaf(shape: list[int | str], dtype: str = "float64") -> dict[str, Any]:
+    return {"shape": shape, "dtype": dtype}
 
 
 TUTORIAL_INPUTS = np.array([[0.52, 1.12, 0.77],
@@ -53,7 +58,9 @@ TUTORIAL_TARGETS = np.array([True, True, False, True])
 @builtin_model("tutorial_logreg", ["W", "b", "inputs", "targets"],
                "The JAX autodiff tutorial's logistic-regression loss (negative log-likelihood, summed) "
                "with its 4x3 data bound; send W (3,) and b ().",
-               {"inputs": TUTORIAL_INPUTS, "targets": TUTORIAL_TARGETS})
+               {"inputs": TUTORIAL_INPUTS, "targets": TUTORIAL_TARGETS},
+               # float32, like the tutorial's data: the page's digits come back
+               {"W": _leaf([3], "float32"), "b": _leaf([], "float32")})
 def tutorial_logreg(W: Any, b: Any, inputs: Any, targets: Any) -> Any:
     preds = 0.5 * (jnp.tanh((jnp.dot(inputs, W) + b) / 2) + 1)
     label_probs = preds * targets + (1 - preds) * (1 - targets)
@@ -62,7 +69,8 @@ def tutorial_logreg(W: Any, b: Any, inputs: Any, targets: Any) -> Any:
 
 @builtin_model("logistic_regression", ["W", "b", "inputs", "targets"],
                "Mean negative log-likelihood of logistic regression: inputs (n, d), W (d,), b (), "
-               "targets (n,) of 0/1.")
+               "targets (n,) of 0/1.",
+               schema={"W": _leaf(["d"]), "b": _leaf([]), "inputs": _leaf(["n", "d"]), "targets": _leaf(["n"])})
 def logistic_regression(W: Any, b: Any, inputs: Any, targets: Any) -> Any:
     z = jnp.dot(inputs, W) + b
     t = jnp.asarray(targets).astype(z.dtype)
@@ -80,7 +88,9 @@ def linear_regression(W: Any, b: Any, inputs: Any, targets: Any) -> Any:
 @builtin_model("mlp_classifier", ["params", "inputs", "labels"],
                "Softmax cross-entropy of a tanh MLP. params is a dict {'W1', 'b1', 'W2', 'b2', ...} "
                "(layer k maps with W{k} (n_in, n_out) and b{k} (n_out,)); inputs (n, d); labels (n,) "
-               "class indices (integers, or numbers holding integers).")
+               "class indices (integers, or numbers holding integers).",
+               # the layer dict's keys depend on the depth, so `params` has no fixed spec
+               schema={"inputs": _leaf(["n", "d"]), "labels": _leaf(["n"], "int32")})
 def mlp_classifier(params: dict[str, Any], inputs: Any, labels: Any) -> Any:
     depth = len([k for k in params if k.startswith("W")])
     h = inputs
@@ -95,6 +105,7 @@ def mlp_classifier(params: dict[str, Any], inputs: Any, labels: Any) -> Any:
     return -jnp.mean(picked)
 
 
-@builtin_model("rosenbrock", ["x"], "The Rosenbrock function of a vector x of any length >= 2.")
+@builtin_model("rosenbrock", ["x"], "The Rosenbrock function of a vector x of any length >= 2.",
+               schema={"x": _leaf(["n"])})
 def rosenbrock(x: Any) -> Any:
     return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)

@@ -42,6 +42,20 @@ class Function:
     graph_nodes: int | None = None
     model: str | None = None
     version: int | None = None
+    schema: dict[str, Any] | None = None  # parameter -> spec (service.model_schema); None: untyped
+
+    def spec(self, param: str) -> Any:
+        return (self.schema or {}).get(param)
+
+
+def declared_schema(fn: Callable[..., Any], params: list[str]) -> dict[str, Any] | None:
+    """The parameters a graph declares with shape and dtype (a graph traced by a client declares
+    all of them); None for an expression, whose parameters are untyped."""
+    if not isinstance(fn, GraphFunction):
+        return None
+    schema = {p: {"shape": list(a.shape), "dtype": a.dtype.name} for p, a in zip(fn.params, fn.param_avals)
+              if a is not None and p in params}
+    return schema or None
 
 
 def _canonical(obj: Any) -> str:
@@ -138,7 +152,7 @@ class FunctionResolver:
 
         def build() -> Function:
             fn, params, nodes = compile_spec(spec, self.limits)
-            return Function(key, params, fn, graph_nodes=nodes)
+            return Function(key, params, fn, graph_nodes=nodes, schema=declared_schema(fn, params))
 
         return self._cached("inline:" + key, build)
 
@@ -161,7 +175,8 @@ class FunctionResolver:
 
             def build_builtin() -> Function:
                 fn, free = bind_constants(builtin.function, builtin.params, builtin.constants)
-                return Function(f"builtin:{name}", free, fn, builtin.description, model=name, version=1)
+                return Function(f"builtin:{name}", free, fn, builtin.description, model=name, version=1,
+                                schema=builtin.schema)
 
             return self._cached(f"builtin:{name}", build_builtin)
         if name in self.repository:
@@ -185,7 +200,8 @@ class FunctionResolver:
 
     def _from_record(self, record: ModelRecord) -> Function:
         return self._from_definition(record.name, record.version, {
-            "function": record.function, "constants": record.constants, "description": record.description})
+            "function": record.function, "constants": record.constants, "description": record.description,
+            "schema": record.param_schema})
 
     def _from_definition(self, name: str, version: int, definition: dict[str, Any]) -> Function:
         fn, params, nodes = compile_spec(definition["function"], self.limits)
@@ -194,7 +210,8 @@ class FunctionResolver:
         # The content is part of the key: a name deleted and registered again reuses version numbers,
         # and compiled plans must not be shared with the old function.
         key = f"model:{name}:{version}:" + content_key([definition["function"], definition.get("constants") or {}])
-        return Function(key, free, bound, definition.get("description", ""), nodes, name, version)
+        schema = definition.get("schema") or declared_schema(fn, free)
+        return Function(key, free, bound, definition.get("description", ""), nodes, name, version, schema)
 
     def _latest_version(self, name: str) -> int | None:
         with self._lock:

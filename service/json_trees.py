@@ -24,6 +24,7 @@ import orjson
 from engine.core import check_deadline
 from engine.serialize import DTYPES, encode_array
 from service.errors import InvalidArgument, LimitExceededError
+from service.model_schema import is_leaf, join
 
 # Elements converted or written between two deadline checks (a few milliseconds of work).
 CHUNK_ELEMENTS = 1 << 16
@@ -83,10 +84,6 @@ def _depth_ok(obj: Any, max_depth: int, where: str) -> None:
             stack.extend((child, depth + 1) for child in node.values() if isinstance(child, (list, dict)))
 
 
-def _path(base: str, key: Any) -> str:
-    return f"{base}[{key!r}]" if isinstance(key, str) else f"{base}[{key}]"
-
-
 def decode_array(spec: Any, where: str, budget: TreeBudget) -> np.ndarray:
     if not isinstance(spec, dict) or not {"dtype", "shape", "data"} <= set(spec):
         raise InvalidArgument(f"{where}: a $array leaf needs dtype, shape and data",
@@ -128,11 +125,11 @@ def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudge
         return np.asarray(obj)
     if isinstance(obj, (int, float)):
         budget.take(1, where)
-        try:
-            return np.asarray(obj, dtype=float_dtype)
-        except OverflowError:  # an integer beyond any float (10**400)
-            raise InvalidArgument(f"{where}: the number {str(obj)[:24]}... is too large for {float_dtype.name}",
-                                  {"path": where}) from None
+        if isinstance(obj, int) and abs(obj) >= 2**63:  # beyond int64: as a double, if it is one
+            value = np.asarray(float(obj)) if obj.bit_length() < 1024 else _too_large(obj, float_dtype, where)
+        else:
+            value = np.asarray(obj)
+        return _as_dtype(value, float_dtype, where)
     if isinstance(obj, str) and obj in _SPECIALS:
         return np.asarray(_SPECIALS[obj], dtype=float_dtype)
     if not isinstance(obj, list):
@@ -154,7 +151,31 @@ def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudge
         return None
     if arr.size == 0 and arr.ndim == 1 and not obj:
         return None  # [] is an empty list node, as in JAX
-    return arr.astype(float_dtype)
+    return _as_dtype(arr, float_dtype, where)
+
+
+def _too_large(obj: Any, dtype: np.dtype, where: str) -> Any:
+    raise InvalidArgument(f"{where}: the number {str(obj)[:24]}... is too large for {dtype.name}",
+                          {"path": where})
+
+
+def _as_dtype(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
+    """JSON numbers as `dtype`: into an integer type only when integral and in range; into a
+    float type only when finite numbers stay finite (no silent overflow to infinity)."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (np.floor(arr) == arr)):
+            raise InvalidArgument(f"{where}: expected integers for {dtype.name}, got fractional or non-finite "
+                                  "numbers", {"path": where})
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise InvalidArgument(f"{where}: a number is outside {dtype.name}'s range [{info.min}, {info.max}]",
+                                  {"path": where})
+        return arr.astype(dtype)
+    with np.errstate(over="ignore"):
+        out = arr.astype(dtype)
+    if dtype.kind == "f" and arr.dtype.kind in "fiu" and np.isfinite(arr).all() and not np.isfinite(out).all():
+        raise InvalidArgument(f"{where}: a number is too large for {dtype.name}", {"path": where})
+    return out
 
 
 def _as_array(obj: list[Any]) -> np.ndarray:
@@ -191,26 +212,42 @@ def _with_specials(obj: Any) -> np.ndarray | None:
     return arr
 
 
-def decode_tree(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget) -> Any:
-    """A JSON value as a pytree of NumPy arrays (see the module docstring for the rules)."""
+def decode_tree(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget, spec: Any = None,
+                override: bool = False) -> Any:
+    """A JSON value as a pytree of NumPy arrays (see the module docstring for the rules).
+
+    Plain numbers become `float_dtype`, or, under a leaf of `spec` (service.model_schema), the
+    dtype it declares (`override`: a float leaf takes `float_dtype` anyway, when the caller asked
+    for a precision). `$array` leaves always keep their own dtype.
+    """
     _depth_ok(obj, budget.max_depth, where)
-    return _decode(obj, np.dtype(float_dtype), where, budget)
+    return _decode(obj, np.dtype(float_dtype), where, budget, spec, override)
 
 
-def _decode(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget) -> Any:
+def _decode(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget, spec: Any, override: bool) -> Any:
     if obj is None:
         return None
+    typed = is_leaf(spec)
+    if typed:
+        declared = np.dtype(spec["dtype"])
+        if not (override and declared.kind == "f"):
+            float_dtype = declared
+        spec = None
     if isinstance(obj, dict):
         if "$array" in obj:
             if len(obj) != 1:
                 raise InvalidArgument(f"{where}: a $array leaf must be the object's only key", {"path": where})
             return decode_array(obj["$array"], where, budget)
-        return {k: _decode(v, float_dtype, _path(where, k), budget) for k, v in obj.items()}
+        return {k: _decode(v, float_dtype, join(where, k), budget, spec.get(k) if isinstance(spec, dict) else None,
+                           override) for k, v in obj.items()}
     leaf = _numeric_leaf(obj, float_dtype, where, budget)
     if leaf is not None:
-        return leaf
+        # JSON booleans where a number is declared (0/1 targets) take the declared dtype
+        return leaf.astype(float_dtype) if typed and leaf.dtype == np.bool_ and float_dtype.kind != "b" else leaf
     if isinstance(obj, list):
-        return [_decode(v, float_dtype, _path(where, i), budget) for i, v in enumerate(obj)]
+        specs = spec if isinstance(spec, list) and len(spec) == len(obj) else [None] * len(obj)
+        return [_decode(v, float_dtype, join(where, i), budget, s, override)
+                for i, (v, s) in enumerate(zip(obj, specs))]
     if isinstance(obj, str):
         raise InvalidArgument(f"{where}: unexpected string {obj[:40]!r}; arrays hold numbers and booleans "
                               "(NaN and infinities as \"NaN\", \"Infinity\", \"-Infinity\")", {"path": where})

@@ -29,22 +29,33 @@ import engine
 from engine.core import deadline
 from engine.primitives import PRIMITIVES
 from engine.serialize import DTYPES
-from engine.tree_util import tree_flatten
+from engine.tree_util import tree_flatten, tree_map
+from service import model_schema
 from service import requests as R
 from service.admission import Budget
 from service.builtin_models import BUILTIN_MODELS
-from service.compute import Options, PlanCache, abstract_shapes, cast_floats, elapsed_ms, run
+from service.compute import Options, PlanCache, abstract_shapes, elapsed_ms, run
 from service.error_map import to_api_error
 from service.errors import (
     APIError,
     Conflict,
     InternalError,
+    InvalidArgument,
     InvalidFunction,
     InvalidRequest,
     LimitExceededError,
     NotFound,
 )
-from service.functions import FunctionResolver, compile_spec, content_key, decode_constants, encode_constants
+from service.functions import (
+    Function,
+    FunctionResolver,
+    bind_constants,
+    compile_spec,
+    content_key,
+    declared_schema,
+    decode_constants,
+    encode_constants,
+)
 from service.json_trees import MAX_DIMENSIONS, TreeBudget, decode_tree, dumps
 from service.metrics import Metrics
 from service.settings import Settings
@@ -65,6 +76,8 @@ class Call:
     model: str | None = None
     request_id: str = ""
     idempotency_key: str | None = None
+    version: int | None = None
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -164,6 +177,12 @@ class Pipeline:
         self.plans = PlanCache(settings.plan_cache_size, settings.plan_cache_bytes)
         self.metrics = Metrics()
         self.budget = Budget(settings.max_array_elements, settings.max_response_bytes, settings.max_request_bytes)
+        for definition in self.repository.values():  # typed like registered models, checked at start
+            fn, params, _ = compile_spec(definition["function"], self.limits)
+            constants = decode_constants(definition.get("constants") or {}, self.limits)
+            free = [p for p in params if p not in constants]
+            definition["schema"] = self.model_schema(fn, free, constants, definition.get("schema"),
+                                                     definition.get("example_args"))
 
     # ------------------------------------------------------------------ the one entry point
 
@@ -199,11 +218,14 @@ class Pipeline:
         if op == "register":
             return self.register(call.body, call.idempotency_key)
         if op == "list_models":
-            return Result(self.list_models())
+            query = _validated_query(R.ListModelsQuery, call.query)
+            return Result(self.list_models(query.limit, query.cursor))
         if op == "get_model":
             return Result(self.get_model(call.model or ""))
+        if op == "model_schema":
+            return Result(self.request_schema(call.model or ""))
         if op == "delete_model":
-            return Result(self.delete_model(call.model or ""))
+            return Result(self.delete_model(call.model or "", call.version))
         if op == "ops":
             return Result(ops_catalogue())
         raise NotFound(f"unknown operation {op!r}")
@@ -226,28 +248,49 @@ class Pipeline:
             spec = body["function"]
         opts = Options.from_request(transform, request, self.settings.max_order)
         function = self.resolver.resolve(spec)
-        dtype = _FLOATS[request.dtype]
-        tree_budget = self.tree_budget()
-        args = [cast_floats(decode_tree(a, dtype, f"args[{i}]", tree_budget), dtype)
-                for i, a in enumerate(request.args)]
+        if len(request.args) != len(function.params):
+            raise InvalidRequest(
+                f"the function takes {len(function.params)} argument(s) {function.params}, got {len(request.args)}",
+                {"expected": function.params, "got": len(request.args)})
+        budget = self.tree_budget()  # one budget for everything the request sends
+        arguments = self.decode_arguments(function, request.args, request.dtype, budget)
+        args = [a for a, _ in arguments]
         extra: list[Any] = []
         if transform == "jvp":
             if len(request.tangents) != len(args):
                 raise InvalidRequest(f"jvp needs one tangent per argument: {len(args)} argument(s), "
                                      f"{len(request.tangents)} tangent(s)")
-            extra = [cast_floats(decode_tree(t, dtype, f"tangents[{i}]", tree_budget), dtype)
-                     for i, t in enumerate(request.tangents)]
-            _check_like(args, extra, "tangents")
+            extra = [a for a, _ in self.decode_arguments(function, request.tangents, request.dtype, budget,
+                                                         "tangents.")]
+            _check_like(args, extra, function.params)
         elif transform == "vjp":
-            extra = [cast_floats(decode_tree(request.cotangent, dtype, "cotangent", tree_budget), dtype)]
+            extra = [decode_tree(request.cotangent, _dtype(request.dtype), "cotangent", budget)]
         outcome = run(function, opts, args, extra, plans=self.plans, budget=self.budget, encoding=request.encoding)
         self.metrics.observe_cache(outcome.cache_hit)
         payload: dict[str, Any] = dict(outcome.result)
-        payload["meta"] = {"transform": transform, "dtype": request.dtype, "elapsed_ms": elapsed_ms(start),
+        payload["meta"] = {"transform": transform, "dtype": _float_dtype_of(outcome.result, request.dtype),
+                           "elapsed_ms": elapsed_ms(start),
                            "graph_nodes": outcome.graph_nodes, "cache_hit": outcome.cache_hit}
         if function.model is not None:
             payload["meta"]["model"] = {"name": function.model, "version": function.version}
         return Result(payload, encoding=request.encoding)
+
+    def decode_arguments(self, function: Function, values: list[Any], dtype: str | None, budget: TreeBudget,
+                         prefix: str = "") -> list[tuple[Any, Any]]:
+        """Each JSON argument as arrays, with its spec: plain numbers take the requested dtype, or
+        the one the parameter declares, or float64; a typed parameter is checked against its spec
+        (dimension names bound across the whole request)."""
+        sizes: dict[str, tuple[int, str]] = {}
+        out = []
+        for name, value in zip(function.params, values):
+            spec = function.spec(name)
+            if spec is not None and dtype is not None:
+                spec = model_schema.with_float_dtype(spec, dtype)
+            decoded = decode_tree(value, _dtype(dtype), prefix + name, budget, spec, override=dtype is not None)
+            if spec is not None:
+                decoded = model_schema.conform(decoded, spec, prefix + name, sizes)
+            out.append((decoded, spec))
+        return out
 
     def tree_budget(self) -> TreeBudget:
         s = self.settings
@@ -276,66 +319,139 @@ class Pipeline:
         function = body["function"]
         if "model" in function:
             raise InvalidRequest("register an expr or graph function, not a reference to another model")
-        _, params, nodes = compile_spec(function, self.limits)
+        fn, params, nodes = compile_spec(function, self.limits)
         constants = decode_constants(request.constants, self.limits)
         unknown_constants = set(constants) - set(params)
         if unknown_constants:
             raise InvalidRequest(f"constants {sorted(unknown_constants)} name no parameter of the function; its "
                                  f"parameters are {params}")
         free = [p for p in params if p not in constants]
+        schema = self.model_schema(fn, free, constants, request.schema_, request.example_args)
         registration = self.registry.register(
             name, function, encode_constants(constants), request.description, free, nodes,
-            idempotency_key=idempotency_key, request_hash=hashlib.sha256(raw).hexdigest()
-            if idempotency_key else None)
+            idempotency_key=idempotency_key, request_hash=hashlib.sha256(raw).hexdigest() if idempotency_key else None,
+            param_schema=schema)
         self.resolver.forget()
         payload = {"name": name, "version": registration.version, "params": free, "constants": sorted(constants),
-                   "graph_nodes": nodes}
+                   "graph_nodes": nodes, "schema": schema, "signature": model_schema.signature(free, schema)}
         return Result(payload, status=201 if registration.created else 200)
 
-    def list_models(self) -> dict[str, Any]:
+    def model_schema(self, fn: Any, free: list[str], constants: dict[str, Any], given: dict[str, Any] | None,
+                     examples: list[Any] | None) -> dict[str, Any] | None:
+        """A model's typed parameters: given, inferred from example arguments (checked by tracing the
+        function on them), or declared by its graph; None when nothing says."""
+        if given is not None and examples is not None:
+            raise InvalidRequest("send either schema or example_args, not both")
+        if given is not None:
+            unknown = sorted(set(given) - set(free))
+            if unknown:
+                raise InvalidRequest(f"schema names {unknown}, which are not free parameters of the function "
+                                     f"{free}", {"path": "schema", "params": free})
+            return {p: model_schema.parse(given[p], f"schema.{p}") for p in free if p in given} or None
+        if examples is not None:
+            if len(examples) != len(free):
+                raise InvalidRequest(f"example_args needs one example per free parameter {free}, got {len(examples)}",
+                                     {"path": "example_args", "expected": free})
+            bound = Function("example", free, _bind(fn, list(fn.params), constants))
+            decoded = [a for a, _ in self.decode_arguments(bound, examples, None, self.tree_budget(),
+                                                           "example_args.")]
+            abstract_shapes(bound, [_shape_struct(a) for a in decoded], self.settings.max_array_elements)
+            return {p: model_schema.infer(a) for p, a in zip(free, decoded)}
+        return declared_schema(fn, free)
+
+    def list_models(self, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+        """Models by name, `limit` at a time; `next_cursor` continues the list (null at its end)."""
         out = []
         for m in BUILTIN_MODELS.values():
+            free = [p for p in m.params if p not in m.constants]
             out.append({"name": m.name, "version": 1, "source": "builtin", "description": m.description,
-                        "params": [p for p in m.params if p not in m.constants], "graph_nodes": None})
-        for name, definition in sorted(self.repository.items()):
+                        "params": free, "graph_nodes": None, "signature": model_schema.signature(free, m.schema)})
+        for name, definition in self.repository.items():
             fn = self.resolver.model({"model": name})
             out.append({"name": name, "version": 1, "source": "repository",
                         "description": definition.get("description", ""), "params": fn.params,
-                        "graph_nodes": fn.graph_nodes})
-        for r in self.registry.list():
+                        "graph_nodes": fn.graph_nodes, "signature": model_schema.signature(fn.params, fn.schema)})
+        out = [m for m in out if cursor is None or m["name"] > cursor]
+        for r in self.registry.list(after=cursor, limit=limit + 1):
             out.append({"name": r.name, "version": r.version, "source": "registry", "description": r.description,
-                        "params": r.params, "graph_nodes": r.graph_nodes})
-        return {"models": out}
+                        "params": r.params, "graph_nodes": r.graph_nodes,
+                        "signature": model_schema.signature(r.params, r.param_schema)})
+        out.sort(key=lambda m: m["name"])
+        page = out[:limit]
+        return {"models": page, "next_cursor": page[-1]["name"] if len(out) > limit else None}
 
     def get_model(self, name: str) -> dict[str, Any]:
         _check_name(name)
         builtin = BUILTIN_MODELS.get(name)
         if builtin is not None:
-            return {"name": name, "source": "builtin", "description": builtin.description,
-                    "params": [p for p in builtin.params if p not in builtin.constants],
-                    "constants": sorted(builtin.constants), "versions": [1], "latest": 1, "graph_nodes": None}
+            free = [p for p in builtin.params if p not in builtin.constants]
+            return {"name": name, "source": "builtin", "description": builtin.description, "params": free,
+                    "constants": sorted(builtin.constants), "versions": [1], "latest": 1, "graph_nodes": None,
+                    "schema": builtin.schema or None, "signature": model_schema.signature(free, builtin.schema)}
         if name in self.repository:
             fn = self.resolver.model({"model": name})
             return {"name": name, "source": "repository", "description": fn.description, "params": fn.params,
                     "constants": sorted(self.repository[name].get("constants") or {}), "versions": [1],
-                    "latest": 1, "graph_nodes": fn.graph_nodes}
+                    "latest": 1, "graph_nodes": fn.graph_nodes, "schema": fn.schema,
+                    "signature": model_schema.signature(fn.params, fn.schema)}
         record = self.registry.get(name)
         if record is None:
             raise NotFound(f"no model named {name!r}; GET /v1/models lists them", {"model": name})
         return {"name": name, "source": "registry", "description": record.description, "params": record.params,
                 "constants": sorted(record.constants), "versions": self.registry.versions(name),
                 "latest": record.version, "graph_nodes": record.graph_nodes, "created_at": record.created_at,
+                "schema": record.param_schema, "signature": model_schema.signature(record.params, record.param_schema),
                 "function": record.function}
 
-    def delete_model(self, name: str) -> dict[str, Any]:
+    def request_schema(self, name: str) -> dict[str, Any]:
+        """JSON Schema of the body of POST /v1/models/{name}/{transform} (the args part typed by the
+        model's schema; untyped parameters accept any JSON)."""
+        _check_name(name)
+        function = self.resolver.model({"model": name})
+        items = [model_schema.json_schema(function.spec(p)) if function.spec(p) is not None else {}
+                 for p in function.params]
+        body = R.MODEL_COMPUTE_REQUESTS["value"].model_json_schema()
+        body.pop("$defs", None)
+        body["title"] = f"A request to model {name}"
+        body["properties"]["args"] = {"type": "array", "prefixItems": items, "items": False,
+                                      "minItems": len(items), "maxItems": len(items),
+                                      "description": "one entry per parameter: " + ", ".join(function.params)}
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", **body}
+
+    def delete_model(self, name: str, version: int | None = None) -> dict[str, Any]:
         _check_name(name)
         if name in BUILTIN_MODELS or name in self.repository:
             raise Conflict(f"{name!r} is a built-in or repository model and cannot be deleted", {"name": name})
+        if version is not None:
+            if not 1 <= version <= R.MAX_VERSION:
+                raise NotFound(f"model {name!r} has no version {version}", {"model": name, "version": version})
+            found = self.registry.delete_version(name, version)
+            self.resolver.forget()
+            if not found:
+                raise NotFound(f"model {name!r} has no version {version}", {"model": name, "version": version})
+            return {"name": name, "deleted_versions": 1, "version": version}
         deleted = self.registry.delete(name)
         self.resolver.forget()
         if not deleted:
             raise NotFound(f"no model named {name!r}", {"model": name})
         return {"name": name, "deleted_versions": deleted}
+
+
+def _bind(fn: Any, params: list[str], constants: dict[str, Any]) -> Any:
+    return bind_constants(fn, params, constants)[0]
+
+
+def _shape_struct(tree: Any) -> Any:
+    return tree_map(lambda x: engine.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
+
+
+def _validated_query(model: type[BaseModel], query: dict[str, str]) -> Any:
+    try:
+        return model.model_validate(query, strict=False)
+    except ValidationError as e:
+        problems = R.validation_problems(e)
+        raise InvalidRequest(f"query parameter {problems[0]['path']}: {problems[0]['problem']}",
+                             {"errors": problems}) from None
 
 
 def _check_name(name: str) -> None:
@@ -344,16 +460,33 @@ def _check_name(name: str) -> None:
                        {"model": name[:80]})
 
 
-def _check_like(args: list[Any], tangents: list[Any], what: str) -> None:
-    for i, (a, t) in enumerate(zip(args, tangents)):
+def _dtype(name: str | None) -> np.dtype:
+    return _FLOATS[name or "float64"]
+
+
+def _float_dtype_of(result: Any, requested: str | None) -> str:
+    for leaf in tree_flatten(result)[0]:
+        dtype = np.asarray(leaf).dtype
+        if dtype.kind == "f":
+            return dtype.name
+    return requested or "float64"
+
+
+def _check_like(args: list[Any], tangents: list[Any], params: list[str]) -> None:
+    """A tangent has its primal's structure and shapes (jvp)."""
+    for name, a, t in zip(params, args, tangents):
+        where = f"tangents.{name}"
         la, ta = tree_flatten(a)
         lt, tt = tree_flatten(t)
         if ta != tt:
-            raise InvalidRequest(f"{what}[{i}] must have the structure of args[{i}]: {ta} vs {tt}")
-        for j, (x, y) in enumerate(zip(la, lt)):
+            raise InvalidArgument(f"{where}: expected the structure of {name}, {ta}, got {tt}",
+                                  {"path": where, "expected": str(ta), "got": str(tt)})
+        for x, y in zip(la, lt):
             if np.shape(x) != np.shape(y):
-                raise InvalidRequest(f"{what}[{i}] leaf {j} has shape {list(np.shape(y))}, but its argument has "
-                                     f"{list(np.shape(x))}")
+                expected = model_schema.notation(np.shape(x), np.asarray(y).dtype)
+                got = model_schema.notation(np.shape(y), np.asarray(y).dtype)
+                raise InvalidArgument(f"{where}: expected {expected} (shaped like {name}), got {got}",
+                                      {"path": where, "expected": expected, "got": got})
 
 
 def _shape_tree(obj: Any, where: str, settings: Settings, leaves: list[int], depth: int = 0) -> Any:

@@ -76,7 +76,10 @@ Argnums = int | list[int]
 _COMMON: dict[str, Any] = {
     "args": (list[Any], Field(description="one pytree per parameter: numbers, nested lists, objects, null, "
                                           "or {\"$array\": {dtype, shape, data (base64)}} leaves")),
-    "dtype": (Literal["float32", "float64"], Field("float32", description="the float type of JSON numbers")),
+    "dtype": (Literal["float32", "float64"] | None,
+              Field(None, description="the float type of plain JSON numbers: by default float64 (JSON numbers "
+                                      "are doubles), or what the model or graph declares for the parameter; "
+                                      "$array leaves always keep their own dtype")),
     "encoding": (Literal["json", "base64"], Field("json", description="how arrays in the response are written")),
 }
 _ARGNUMS = (Annotated[ArgIndex, Field()] | Annotated[list[ArgIndex], Field(min_length=1, max_length=256)],
@@ -125,6 +128,11 @@ class RegisterRequest(Strict):
     function: RegistrableFunction
     constants: dict[str, Any] = Field(default_factory=dict, description="parameters bound by name")
     description: Annotated[str, Field(max_length=2000)] = ""
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="each free parameter's spec: a pytree of {shape, dtype} leaves; a "
+                                          "dimension is an integer or a name such as \"n\"")
+    example_args: list[Any] | None = Field(
+        None, description="one example argument per free parameter, from which the schema is inferred")
 
 
 class ShapeSpec(Strict):
@@ -174,3 +182,8 @@ FIELD_ADVICE = {
     "description": "description must be a string of at most 2000 characters",
     "constants": "constants must be an object mapping parameter names to values",
 }
+
+
+class ListModelsQuery(Strict):
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    cursor: Annotated[str, Field(max_length=64)] | None = None

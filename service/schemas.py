@@ -119,6 +119,7 @@ def install_openapi(app: FastAPI) -> None:
                 components[name] = definition
             components[model.__name__] = model_schema
         schema = _rewrite_refs(schema)
+        _document_errors(schema)
         components = schema["components"]["schemas"]
         graph_schema = load_schema()
         for name, definition in graph_schema.pop("$defs", {}).items():
@@ -128,6 +129,28 @@ def install_openapi(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """Every operation answers errors with our body: FastAPI's own 422 body never reaches a
+    client (the pipeline validates), so its schema is replaced by ours everywhere."""
+    for path, operations in schema.get("paths", {}).items():
+        for method, op in operations.items():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            responses.setdefault("4XX", _ERROR)
+            if path.startswith("/v1") or path == "/readyz":
+                responses.setdefault("5XX", _ERROR)
+            if path == "/v1/models" and method == "post":
+                responses["200"] = {"description": "an earlier request with the same Idempotency-Key registered "
+                                                   "this version; nothing was added",
+                                    "content": {"application/json": {"schema": {}}}}
+    metrics = schema.get("paths", {}).get("/metrics", {}).get("get")
+    if metrics:
+        metrics["responses"]["200"] = {"description": "Prometheus text format",
+                                       "content": {"text/plain": {"schema": {"type": "string"}}}}
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
 
 
 def _rewrite_ref(ref: str) -> str:

@@ -66,6 +66,11 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_ms)",
     ],
+    # 5: each model's typed parameters (pytree structure, shapes with symbolic dimensions, dtypes);
+    # 'null' for models registered before, or without a schema.
+    [
+        "ALTER TABLE models ADD COLUMN param_schema TEXT NOT NULL DEFAULT 'null'",
+    ],
 ]
 _PG_LOCK_ID = 727_001  # an arbitrary advisory-lock key for migrations
 
@@ -92,6 +97,7 @@ class ModelRecord:
     params: list[str]
     graph_nodes: int
     created_at: str
+    param_schema: dict[str, Any] | None = None  # parameter name -> spec pytree (service.model_schema)
 
 
 class Registration(NamedTuple):
@@ -279,7 +285,7 @@ class Registry:
     def get(self, name: str, version: int | None = None) -> ModelRecord | None:
         """The given version of `name` (default: the latest), or None. Raises ValueError for a
         version outside 1..MAX_VERSION (no such row can exist; the driver would overflow)."""
-        columns = "name, version, function, constants, description, params, graph_nodes, created_at"
+        columns = "name, version, function, constants, description, params, graph_nodes, created_at, param_schema"
         if version is None:
             sql, args = f"SELECT {columns} FROM models WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
         else:
@@ -293,7 +299,7 @@ class Registry:
         if row is None:
             return None
         return ModelRecord(row[0], int(row[1]), json.loads(row[2]), json.loads(row[3]), row[4],
-                           json.loads(row[5]), int(row[6]), str(row[7]))
+                           json.loads(row[5]), int(row[6]), str(row[7]), json.loads(row[8]))
 
     def versions(self, name: str) -> list[int]:
         def read(cur: Any) -> list[int]:
@@ -302,16 +308,22 @@ class Registry:
 
         return self._run(read, write=False)
 
-    def list(self) -> list[ModelRecord]:
-        """The latest version of every model."""
+    def list(self, after: str | None = None, limit: int | None = None) -> list[ModelRecord]:
+        """The latest version of every model, by name; only names after `after`, at most `limit`
+        (pagination). Functions and constants are left out (empty)."""
+        where = "WHERE m.name > ? " if after is not None else ""
+        bound = f" LIMIT {int(limit)}" if limit is not None else ""
+
         def read(cur: Any) -> list[Any]:
-            cur.execute("SELECT m.name, m.version, m.description, m.params, m.graph_nodes, m.created_at "
-                        "FROM models m JOIN (SELECT name, MAX(version) AS v FROM models GROUP BY name) l "
-                        "ON m.name = l.name AND m.version = l.v ORDER BY m.name")
+            cur.execute(self._q("SELECT m.name, m.version, m.description, m.params, m.graph_nodes, m.created_at, "
+                                "m.param_schema FROM models m JOIN (SELECT name, MAX(version) AS v FROM models "
+                                f"GROUP BY name) l ON m.name = l.name AND m.version = l.v {where}ORDER BY m.name"
+                                + bound), (after,) if after is not None else ())
             return cur.fetchall()
 
         rows = self._run(read, write=False)
-        return [ModelRecord(r[0], int(r[1]), {}, {}, r[2], json.loads(r[3]), int(r[4]), str(r[5])) for r in rows]
+        return [ModelRecord(r[0], int(r[1]), {}, {}, r[2], json.loads(r[3]), int(r[4]), str(r[5]), json.loads(r[6]))
+                for r in rows]
 
     # ------------------------------------------------------------------ writes
 
@@ -325,7 +337,7 @@ class Registry:
 
     def register(self, name: str, function: dict[str, Any], constants: dict[str, Any], description: str,
                  params: list[str], graph_nodes: int, *, idempotency_key: str | None = None,
-                 request_hash: str | None = None) -> Registration:
+                 request_hash: str | None = None, param_schema: dict[str, Any] | None = None) -> Registration:
         """Store a new version of `name`: `Registration(version, created=True)`.
 
         With an `idempotency_key`, the key is recorded with (name, version, request_hash) in the
@@ -338,7 +350,7 @@ class Registry:
             raise ValueError(f"an idempotency key must have 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
         created = datetime.now(UTC).isoformat()
         payload = (json.dumps(function, separators=(",", ":")), json.dumps(constants, separators=(",", ":")),
-                   description, json.dumps(params), graph_nodes, created)
+                   description, json.dumps(params), graph_nodes, created, json.dumps(param_schema))
         prune = time.monotonic() - self._last_prune > _PRUNE_EVERY_S
         if prune:
             self._last_prune = time.monotonic()  # claimed now, so concurrent adds do not all prune
@@ -361,7 +373,8 @@ class Registry:
             if version > MAX_VERSION:
                 raise StoreError(f"{name!r} has used up its version numbers (at most {MAX_VERSION})")
             cur.execute(self._q("INSERT INTO models (name, version, function, constants, description, params, "
-                                "graph_nodes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"), (name, version, *payload))
+                                "graph_nodes, created_at, param_schema) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                        (name, version, *payload))
             if idempotency_key is not None:
                 # Two requests with one key racing on PostgreSQL: the second fails here on the
                 # primary key, is retried by _run, and then finds the first one's row.
@@ -396,6 +409,20 @@ class Registry:
         def remove(cur: Any) -> int:
             cur.execute(self._q("DELETE FROM models WHERE name = ?"), (name,))
             deleted = cur.rowcount
+            if deleted:
+                self._bump_generation(cur)
+            return deleted
+
+        return self._run(remove, write=True)
+
+    def delete_version(self, name: str, version: int) -> bool:
+        """Delete one version of `name`; False when there was no such version. Its number is
+        never handed out again."""
+        version = _check_version(version)
+
+        def remove(cur: Any) -> bool:
+            cur.execute(self._q("DELETE FROM models WHERE name = ? AND version = ?"), (name, version))
+            deleted = cur.rowcount > 0
             if deleted:
                 self._bump_generation(cur)
             return deleted

@@ -4,6 +4,8 @@ check_grads reports and the response's meta."""
 
 from __future__ import annotations
 
+import base64
+
 from typing import Any
 
 import numpy as np
@@ -73,6 +75,7 @@ FORMS = ["expr", "graph", "graph_all_params", "builtin", "registered_expr", "reg
 def test_the_tutorials_numbers_come_back_for_every_form(client: TestClient, form: str) -> None:
     prefix, function, rest = _tutorial_forms(client, form)
     args = [tutorial_w(), tutorial_b(), *rest]  # the exact float32 bits of the tutorial's W and b
+    function = {**function, "dtype": "float32"}  # the page computes in float32
 
     out = post(client, f"{prefix}/grad", {**function, "args": args, "argnums": 0})
     np.testing.assert_allclose(arr(out["grad"]), W_GRAD, rtol=RTOL)
@@ -97,7 +100,7 @@ def test_the_tutorials_numbers_come_back_for_every_form(client: TestClient, form
 
 def test_the_tutorials_printed_decimals_give_its_numbers_in_both_encodings(client: TestClient) -> None:
     body = {"function": expr(TUTORIAL_EXPR, PARAMS), "args": [W_PRINTED, B_PRINTED, INPUTS, TARGETS],
-            "argnums": [0, 1]}
+            "argnums": [0, 1], "dtype": "float32"}
     for encoding in ("json", "base64"):
         out = post(client, "/v1/value_and_grad", {**body, "encoding": encoding})
         np.testing.assert_allclose(arr(out["value"]), LOSS, rtol=RTOL)
@@ -163,14 +166,58 @@ def test_float64_results_match_closed_forms(client: TestClient) -> None:
     np.testing.assert_allclose(arr(out["grad"]), want["grad"], rtol=1e-13)
 
 
-def test_float32_and_float64_requests_compute_in_their_dtype(client: TestClient) -> None:
+def test_json_numbers_are_doubles_and_float32_is_asked_for(client: TestClient) -> None:
     third = "x / 3"
-    out32 = post(client, "/v1/value", {"function": expr(third, ["x"]), "args": [1.0], "encoding": "base64"})
-    out64 = post(client, "/v1/value", {"function": expr(third, ["x"]), "args": [1.0], "encoding": "base64",
-                                       "dtype": "float64"})
+    out64 = post(client, "/v1/value", {"function": expr(third, ["x"]), "args": [1.0], "encoding": "base64"})
+    out32 = post(client, "/v1/value", {"function": expr(third, ["x"]), "args": [1.0], "encoding": "base64",
+                                       "dtype": "float32"})
     assert out32["value"]["$array"]["dtype"] == "float32" and out64["value"]["$array"]["dtype"] == "float64"
     assert arr(out32["value"]) == np.float64(np.float32(1) / np.float32(3))
     assert arr(out64["value"]) == 1 / 3
+
+
+def test_explicit_array_dtypes_are_honoured(client: TestClient) -> None:
+    """A base64 leaf keeps its dtype whatever `dtype` says (it applies to plain numbers only)."""
+    x64 = {"$array": {"dtype": "float64", "shape": [], "data": base64.b64encode(np.float64(1.0).tobytes()).decode()}}
+    for dtype in ("float32", "float64", None):
+        body = {"function": expr("x / 3", ["x"]), "args": [x64], **({"dtype": dtype} if dtype else {})}
+        assert arr(post(client, "/v1/value", body)["value"]) == 1 / 3
+
+
+def test_rosenbrock_is_exact_in_float64_by_default(client: TestClient) -> None:
+    x = np.array([-1.2, 1.0])
+    float64_value = np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+    out = post(client, "/v1/models/rosenbrock/value", {"args": [[-1.2, 1.0]]})
+    assert out["value"] == float64_value and out["meta"]["dtype"] == "float64"  # 24.199999999999996
+    out = post(client, "/v1/models/rosenbrock/value", {"args": [[-1.2, 1.0]], "dtype": "float32"})
+    assert out["value"] == 24.20000457763672 and out["meta"]["dtype"] == "float32"
+
+
+def test_a_graph_traced_in_float64_takes_plain_json_numbers(client: TestClient) -> None:
+    import engine
+
+    with engine.config_context(jax_enable_x64=True) if hasattr(engine, "config_context") else _x64():
+        graph = engine.make_graph(lambda x, y: (x * y).sum())(np.ones(3), np.ones(3)).to_json()
+    assert {p["dtype"] for p in graph["params"]} == {"float64"}
+    out = post(client, "/v1/grad", {"function": {"graph": graph}, "args": [[1.0, 2.0, 3.0], [0.1, 0.2, 0.3]],
+                                    "argnums": [0, 1]})
+    assert out["grad"] == [[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]]
+
+
+def _x64() -> Any:
+    import contextlib
+
+    import engine
+
+    @contextlib.contextmanager
+    def enabled() -> Any:
+        engine.config.update("jax_enable_x64", True)
+        try:
+            yield
+        finally:
+            engine.config.update("jax_enable_x64", False)
+
+    return enabled()
 
 
 # ----------------------------------------------------------------------------- options
@@ -347,12 +394,12 @@ def test_meta_reports_dtype_time_nodes_and_plan_cache_hits(client: TestClient) -
     first = post(client, "/v1/grad", body)["meta"]
     second = post(client, "/v1/grad", body)["meta"]
     assert first["cache_hit"] is False and second["cache_hit"] is True
-    assert first["transform"] == "grad" and first["dtype"] == "float32"
+    assert first["transform"] == "grad" and first["dtype"] == "float64"
     assert isinstance(first["elapsed_ms"], float) and first["elapsed_ms"] >= 0
     assert isinstance(first["graph_nodes"], int) and first["graph_nodes"] > 0
     assert first["graph_nodes"] == second["graph_nodes"]
     # a plan is per (function, transform, argnums, order, shapes, dtype)
-    for changed in ({"args": [X + [1.0]]}, {"dtype": "float64"}, {"order": 2, "function": expr("sum(sin(x))", ["x"]),
+    for changed in ({"args": [X + [1.0]]}, {"dtype": "float32"}, {"order": 2, "function": expr("sum(sin(x))", ["x"]),
                                                                    "args": [1.0]}):
         assert post(client, "/v1/grad", {**body, **changed})["meta"]["cache_hit"] is False
     assert post(client, "/v1/value_and_grad", body)["meta"]["cache_hit"] is False

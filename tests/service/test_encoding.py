@@ -43,7 +43,7 @@ def test_a_gradient_in_base64_equals_the_json_one(client: TestClient) -> None:
     rng = np.random.default_rng(2)
     x = rng.normal(size=200).astype(np.float32)
     body = {"function": expr("sum(tanh(x) ** 2)", ["x"])}
-    as_json = client.post("/v1/grad", json={**body, "args": [x.tolist()]}).json()["grad"]
+    as_json = client.post("/v1/grad", json={**body, "args": [x.tolist()], "dtype": "float32"}).json()["grad"]
     as_b64 = client.post("/v1/grad", json={**body, "args": [b64(x)], "encoding": "base64"}).json()["grad"]
     np.testing.assert_array_equal(from_b64(as_b64), np.asarray(as_json, np.float32))
 
@@ -116,14 +116,15 @@ def test_integer_and_boolean_leaves_keep_their_dtype(client: TestClient) -> None
     for dtype in ("int64", "uint8", "int8", "bool"):
         x = np.array([1, 0, 1], dtype=dtype)
         assert from_b64(value_of(client, b64(x), encoding="base64")).dtype == np.dtype(dtype)
-    # floats of any width compute in the request's dtype (one float dtype per request)
+    # an explicit $array keeps its float width whatever the request's dtype (it applies to plain numbers)
     half = np.array([0.5, 2.0], np.float16)
-    assert from_b64(value_of(client, b64(half), encoding="base64")).dtype == np.float32
-    assert from_b64(value_of(client, b64(half), encoding="base64", dtype="float64")).dtype == np.float64
+    for dtype in (None, "float32", "float64"):
+        options = {"dtype": dtype} if dtype else {}
+        assert from_b64(value_of(client, b64(half), encoding="base64", **options)).dtype == np.float16
     assert value_of(client, [True, False]) == [True, False]
-    # JSON numbers are the request's float dtype
-    assert value_of(client, [1, 2], encoding="base64")["$array"]["dtype"] == "float32"
-    assert value_of(client, [1, 2], encoding="base64", dtype="float64")["$array"]["dtype"] == "float64"
+    # JSON numbers are doubles, unless the request asks for float32
+    assert value_of(client, [1, 2], encoding="base64")["$array"]["dtype"] == "float64"
+    assert value_of(client, [1, 2], encoding="base64", dtype="float32")["$array"]["dtype"] == "float32"
 
 
 def test_empty_and_zero_dimensional_arrays(client: TestClient) -> None:

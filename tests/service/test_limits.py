@@ -48,11 +48,11 @@ def test_array_elements_and_total_elements(make_client: Callable[..., TestClient
     client = make_client(max_array_elements=1000, max_total_elements=1500)
     assert client.post("/v1/value", json={"function": IDENTITY, "args": [[1.0] * 1000]}).status_code == 200
     assert_error(client.post("/v1/value", json={"function": IDENTITY, "args": [[1.0] * 1001]}), 413,
-                 "limit_exceeded", "args[0]: an array of 1001 elements is over the limit of 1000",
-                 {"path": "args[0]", "limit": "NABLA_MAX_ARRAY_ELEMENTS", "requested": 1001, "maximum": 1000})
+                 "limit_exceeded", "x: an array of 1001 elements is over the limit of 1000",
+                 {"path": "x", "limit": "NABLA_MAX_ARRAY_ELEMENTS", "requested": 1001, "maximum": 1000})
     # a nested leaf is named by its path
     assert_error(client.post("/v1/value", json={"function": IDENTITY, "args": [{"a": [None, [[1.0] * 40] * 30]}]}),
-                 413, "limit_exceeded", "args[0]['a'][1]", {"path": "args[0]['a'][1]"})
+                 413, "limit_exceeded", "x.a[1]", {"path": "x.a[1]"})
     # a $array's shape is checked before its data is decoded
     huge = {"$array": {"dtype": "float32", "shape": [10**6, 10**6], "data": ""}}
     assert_error(client.post("/v1/value", json={"function": IDENTITY, "args": [huge]}), 413, "limit_exceeded",
@@ -61,11 +61,11 @@ def test_array_elements_and_total_elements(make_client: Callable[..., TestClient
     assert client.post("/v1/value", json={"function": two, "args": [[1.0] * 700, [1.0] * 700]}).status_code == 200
     assert_error(client.post("/v1/value", json={"function": two, "args": [[1.0] * 800, [1.0] * 800]}), 413,
                  "limit_exceeded", "1600 elements, over the limit of 1500 (NABLA_MAX_TOTAL_ELEMENTS)",
-                 {"path": "args[1]", "limit": "NABLA_MAX_TOTAL_ELEMENTS", "maximum": 1500})
+                 {"path": "y", "limit": "NABLA_MAX_TOTAL_ELEMENTS", "maximum": 1500})
     # tangents count towards the request's total
     assert_error(client.post("/v1/jvp", json={"function": IDENTITY, "args": [[1.0] * 800],
                                               "tangents": [[1.0] * 800]}), 413, "limit_exceeded",
-                 "NABLA_MAX_TOTAL_ELEMENTS", {"path": "tangents[0]"})
+                 "NABLA_MAX_TOTAL_ELEMENTS", {"path": "tangents.x"})
 
 
 def test_graph_nodes(make_client: Callable[..., TestClient]) -> None:
@@ -110,7 +110,7 @@ def test_pytree_and_expression_depth(make_client: Callable[..., TestClient]) -> 
         deep = {"k": [deep, None]}
     assert_error(client.post("/v1/value", json={"function": IDENTITY, "args": [deep]}), 413, "limit_exceeded",
                  "nested more than 6 levels deep (NABLA_MAX_DEPTH)",
-                 {"path": "args[0]", "limit": "NABLA_MAX_DEPTH", "maximum": 6})
+                 {"path": "x", "limit": "NABLA_MAX_DEPTH", "maximum": 6})
     assert_error(client.post("/v1/value", json={"function": expr("-(-(-(-(-(-(-(-x)))))))", ["x"]),
                                                 "args": [1.0]}),
                  413, "limit_exceeded", "nested", {"kind": "limit"})

@@ -52,7 +52,7 @@ def test_register_versions_describe_compute_delete(make_client: Callable[..., Te
     v1 = register(client, {"name": "scaled", "description": "c * sum(x**2)",
                            "function": expr("c * sum(x ** 2)", ["x", "c"]), "constants": {"c": 1.0}})
     assert v1 == {"name": "scaled", "version": 1, "params": ["x"], "constants": ["c"],
-                  "graph_nodes": v1["graph_nodes"]}
+                  "graph_nodes": v1["graph_nodes"], "schema": None, "signature": None}
     v2 = register(client, {"name": "scaled", "function": expr("c * sum(x ** 2)", ["x", "c"]),
                            "constants": {"c": 10.0}})
     assert v2["version"] == 2
