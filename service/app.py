@@ -27,6 +27,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
+from service import responses as R
 from service import schemas as S
 from service.compute import elapsed_ms
 from service.errors import (
@@ -201,7 +202,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.service = pipeline
     lanes = Lanes(settings, pipeline)
     app.add_middleware(RequestContextMiddleware, settings=settings, pipeline=pipeline)
-    S.install_openapi(app)
+    S.install_openapi(app, keyed=bool(settings.api_key_set or settings.admin_key_set))
 
     def request_id(request: Request) -> str:
         return request.scope.get("state", {}).get("request_id", "")
@@ -275,20 +276,23 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     for transform in TRANSFORMS:
         S.add_compute_route(app, transform, lanes, call, json_body, require_key)
+        S.add_model_compute_route(app, transform, lanes, call, json_body, require_key)
 
-    @app.post("/v1/models/{name}/{transform}", tags=["compute"], dependencies=[Depends(require_key)],
-              summary="Run a transform on a registered model", openapi_extra=S.model_compute_body())
+    # Any other transform on a model: the pipeline answers 404 naming the ones there are.
+    @app.post("/v1/models/{name}/{transform}", dependencies=[Depends(require_key)], include_in_schema=False)
     async def model_compute(name: str, transform: str, request: Request) -> Response:
         body = await json_body(request)
         return await lanes.run(call(request, "compute", body, transform=transform, model=name))
 
     @app.post("/v1/shapes", tags=["introspection"], dependencies=[Depends(require_key)],
-              summary="Infer output shapes and dtypes without computing", openapi_extra=S.shapes_body())
+              summary="Infer output shapes and dtypes without computing", openapi_extra=S.shapes_body(),
+              operation_id="shapes")
     async def shapes(request: Request) -> Response:
         return await lanes.run(call(request, "shapes", await json_body(request)))
 
     @app.get("/v1/ops", tags=["introspection"], dependencies=[Depends(require_key)],
-             summary="Every operation with its arity, attributes and derivative rules")
+             summary="Every operation with its arity, attributes and derivative rules", operation_id="ops",
+             openapi_extra=S.returns(R.OpsResponse))
     async def ops(request: Request) -> Response:
         return _response(pipeline.handle(call(request, "ops")))
 
@@ -300,43 +304,51 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     # ------------------------------------------------------------------ models
 
     @app.get("/v1/models", tags=["models"], dependencies=[Depends(require_key)],
-             summary="List models by name, `limit` at a time; pass `next_cursor` back as `cursor` for more")
+             summary="List models by name, `limit` at a time; pass `next_cursor` back as `cursor` for more",
+             operation_id="list_models", openapi_extra=S.returns(R.ModelList))
     async def list_models(request: Request, limit: int = 100, cursor: str | None = None) -> Response:
         return await lanes.run(call(request, "list_models", query=frozenset({"limit", "cursor"})))
 
     @app.post("/v1/models", tags=["models"], dependencies=[Depends(require_admin)], status_code=201,
-              summary="Register a model (a new version when the name exists)", openapi_extra=S.register_body())
+              summary="Register a model (a new version when the name exists)", openapi_extra=S.register_body(),
+              operation_id="register_model")
     async def register(request: Request) -> Response:
         body = await json_body(request)
         key = request.headers.get("idempotency-key")
         return await lanes.run(call(request, "register", body, idempotency_key=key))
 
-    @app.get("/v1/models/{name}", tags=["models"], dependencies=[Depends(require_key)], summary="Describe a model")
+    @app.get("/v1/models/{name}", tags=["models"], dependencies=[Depends(require_key)], summary="Describe a model",
+             operation_id="get_model", openapi_extra=S.returns(R.ModelInfo))
     async def get_model(name: str, request: Request) -> Response:
         return await lanes.run(call(request, "get_model", model=name))
 
     @app.get("/v1/models/{name}/schema", tags=["models"], dependencies=[Depends(require_key)],
-             summary="JSON Schema of a request body for this model (its typed parameters)")
+             summary="JSON Schema of a request body for this model (its typed parameters)",
+             operation_id="get_model_schema")
     async def model_request_schema(name: str, request: Request) -> Response:
         return await lanes.run(call(request, "model_schema", model=name))
 
     @app.delete("/v1/models/{name}", tags=["models"], dependencies=[Depends(require_admin)],
-                summary="Delete a model and all its versions")
+                summary="Delete a model and all its versions", operation_id="delete_model",
+                openapi_extra=S.returns(R.Deleted))
     async def delete_model(name: str, request: Request) -> Response:
         return await lanes.run(call(request, "delete_model", model=name))
 
     @app.delete("/v1/models/{name}/versions/{version}", tags=["models"], dependencies=[Depends(require_admin)],
-                summary="Delete one version of a model (its number is never reused)")
+                summary="Delete one version of a model (its number is never reused)",
+                operation_id="delete_model_version", openapi_extra=S.returns(R.Deleted))
     async def delete_model_version(name: str, version: int, request: Request) -> Response:
         return await lanes.run(call(request, "delete_model", model=name, version=version))
 
     # ------------------------------------------------------------------ health
 
-    @app.get("/livez", tags=["health"], summary="The process answers")
+    @app.get("/livez", tags=["health"], summary="The process answers", operation_id="livez",
+             openapi_extra=S.returns(R.Health))
     async def livez() -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    @app.get("/readyz", tags=["health"], summary="The model registry answers")
+    @app.get("/readyz", tags=["health"], summary="The model registry answers", operation_id="readyz",
+             openapi_extra=S.returns(R.Health))
     async def readyz() -> Response:
         ok = await anyio.to_thread.run_sync(pipeline.registry.ping, limiter=lanes.registry)
         if not ok:
@@ -347,7 +359,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         return Response(orjson.dumps({"status": "ok", "registry": pipeline.registry.backend}),
                         media_type="application/json")
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", operation_id="metrics")
     async def metrics() -> Response:
         body, content_type = pipeline.metrics.render(pipeline.plans)
         return Response(body, media_type=content_type)

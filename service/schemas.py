@@ -20,6 +20,7 @@ from service.requests import (
     RegisterRequest,
     ShapesRequest,
 )
+from service.responses import COMPUTE_RESPONSES, RESPONSE_MODELS
 
 TUTORIAL_EXPR = ("z = inputs @ W + b\np = 0.5 * (tanh(z / 2) + 1)\n"
                  "-sum(log(p * targets + (1 - p) * (1 - targets)))")
@@ -66,29 +67,43 @@ _ERROR = {"description": "the body says what was wrong, where, and what to do",
           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
 
 
-def _body(schema_name: str, examples: dict[str, Any] | None = None) -> dict[str, Any]:
+def _body(schema_name: str, examples: dict[str, Any] | None = None, response: str | None = None,
+          status: str = "200") -> dict[str, Any]:
     content: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}
     if examples:
         content["examples"] = {k: {"value": v} for k, v in examples.items()}
-    return {"requestBody": {"required": True, "content": {"application/json": content}},
-            "responses": {"4XX": _ERROR, "5XX": _ERROR}}
+    responses: dict[str, Any] = {"4XX": _ERROR, "5XX": _ERROR}
+    if response:
+        responses[status] = {"description": "the result",
+                             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{response}"}}}}
+    return {"requestBody": {"required": True, "content": {"application/json": content}}, "responses": responses}
 
 
-def model_compute_body() -> dict[str, Any]:
-    return _body("ModelGradRequest", {"tutorial": {"args": [[-0.36838785, -2.275689, 0.01144757], 0.8535516],
-                                                   "argnums": [0, 1]}})
+def returns(model: type[BaseModel], status: str = "200") -> dict[str, Any]:
+    """openapi_extra for a route without a body that answers `model`."""
+    return {"responses": {status: {"description": "the result", "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}}
+
+
+def model_compute_body(transform: str) -> dict[str, Any]:
+    example = {k: v for k, v in _EXAMPLES[transform].items() if k != "function"}
+    if transform in ("value_and_grad", "grad"):
+        example = {"args": [[-0.36838785, -2.275689, 0.01144757], 0.8535516], "argnums": [0, 1]}
+    return _body(MODEL_COMPUTE_REQUESTS[transform].__name__, {"example": example},
+                 COMPUTE_RESPONSES[transform].__name__)
 
 
 def shapes_body() -> dict[str, Any]:
     return _body("ShapesRequest", {"matmul": {"function": {"expr": "tanh(A @ x)", "params": ["A", "x"]},
-                                              "args": [{"shape": [100, 50]}, {"shape": [50]}]}})
+                                              "args": [{"shape": [100, 50]}, {"shape": [50]}]}}, "ShapesResponse")
 
 
 def register_body() -> dict[str, Any]:
     return _body("RegisterRequest", {"tutorial": {
         "name": "my_logreg", "description": "the tutorial's loss",
         "function": {"expr": TUTORIAL_EXPR, "params": ["W", "b", "inputs", "targets"]},
-        "constants": {"inputs": TUTORIAL_ARGS[2], "targets": TUTORIAL_ARGS[3]}}})
+        "constants": {"inputs": TUTORIAL_ARGS[2], "targets": TUTORIAL_ARGS[3]},
+        "example_args": TUTORIAL_ARGS[:2]}}, "Registered", status="201")
 
 
 def add_compute_route(app: FastAPI, transform: str, lanes: Any, call: Any, json_body: Any, require_key: Any) -> None:
@@ -98,11 +113,23 @@ def add_compute_route(app: FastAPI, transform: str, lanes: Any, call: Any, json_
     handler.__name__ = f"compute_{transform}"
     model = COMPUTE_REQUESTS[transform]
     app.post(f"/v1/{transform}", tags=["compute"], dependencies=[Depends(require_key)],
-             summary=_SUMMARIES[transform], name=f"compute_{transform}",
-             openapi_extra=_body(model.__name__, {transform: _EXAMPLES[transform]}))(handler)
+             summary=_SUMMARIES[transform], name=f"compute_{transform}", operation_id=transform,
+             openapi_extra=_body(model.__name__, {transform: _EXAMPLES[transform]},
+                                 COMPUTE_RESPONSES[transform].__name__))(handler)
 
 
-def install_openapi(app: FastAPI) -> None:
+def add_model_compute_route(app: FastAPI, transform: str, lanes: Any, call: Any, json_body: Any,
+                            require_key: Any) -> None:
+    async def handler(name: str, request: Request) -> Response:
+        return await lanes.run(call(request, "compute", await json_body(request), transform=transform, model=name))
+
+    handler.__name__ = f"model_{transform}"
+    app.post(f"/v1/models/{{name}}/{transform}", tags=["compute"], dependencies=[Depends(require_key)],
+             summary=f"{_SUMMARIES[transform]}, of a model", operation_id=f"model_{transform}",
+             openapi_extra=model_compute_body(transform))(handler)
+
+
+def install_openapi(app: FastAPI, keyed: bool) -> None:
     """Add the request models and the graph format's JSON Schema to the OpenAPI document."""
 
     def openapi() -> dict[str, Any]:
@@ -112,7 +139,7 @@ def install_openapi(app: FastAPI) -> None:
                              routes=app.routes, tags=app.openapi_tags)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         models = [*COMPUTE_REQUESTS.values(), *MODEL_COMPUTE_REQUESTS.values(), RegisterRequest, ShapesRequest,
-                  ErrorResponse, *FUNCTION_MODELS]
+                  ErrorResponse, *FUNCTION_MODELS, *RESPONSE_MODELS]
         for model in models:
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for name, definition in model_schema.pop("$defs", {}).items():
@@ -120,8 +147,9 @@ def install_openapi(app: FastAPI) -> None:
             components[model.__name__] = model_schema
         schema = _rewrite_refs(schema)
         _document_errors(schema)
+        _document_security(schema, keyed)
         components = schema["components"]["schemas"]
-        graph_schema = load_schema()
+        graph_schema = _for_generators(load_schema())
         for name, definition in graph_schema.pop("$defs", {}).items():
             components[f"NablaGraphV1_{name}"] = _rewrite_refs(definition)
         components["NablaGraphV1"] = _rewrite_refs(graph_schema)
@@ -129,6 +157,20 @@ def install_openapi(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi
+
+
+def _document_security(schema: dict[str, Any], keyed: bool) -> None:
+    """A bearer scheme, required on /v1 when the server has keys (Swagger's Authorize button)."""
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["bearer"] = {"type": "http", "scheme": "bearer",
+                         "description": "an API key (NABLA_API_KEYS); registering and deleting models needs an "
+                                        "admin key (NABLA_ADMIN_KEYS)"}
+    if not keyed:
+        return
+    for path, operations in schema.get("paths", {}).items():
+        if path.startswith("/v1"):
+            for op in operations.values():
+                op["security"] = [{"bearer": []}]
 
 
 def _document_errors(schema: dict[str, Any]) -> None:
@@ -142,15 +184,41 @@ def _document_errors(schema: dict[str, Any]) -> None:
             if path.startswith("/v1") or path == "/readyz":
                 responses.setdefault("5XX", _ERROR)
             if path == "/v1/models" and method == "post":
+                responses.pop("200", None)
                 responses["200"] = {"description": "an earlier request with the same Idempotency-Key registered "
                                                    "this version; nothing was added",
-                                    "content": {"application/json": {"schema": {}}}}
+                                    "content": {"application/json": {"schema": {
+                                        "$ref": "#/components/schemas/Registered"}}}}
     metrics = schema.get("paths", {}).get("/metrics", {}).get("get")
     if metrics:
         metrics["responses"]["200"] = {"description": "Prometheus text format",
                                        "content": {"text/plain": {"schema": {"type": "string"}}}}
     for name in ("HTTPValidationError", "ValidationError"):
         schema.get("components", {}).get("schemas", {}).pop(name, None)
+
+
+def _for_generators(graph_schema: dict[str, Any]) -> dict[str, Any]:
+    """The graph format's schema with its recursive array data (a union of numbers, strings and
+    nested lists of itself) documented as any JSON: client generators cannot type that union,
+    and the server validates it in full (engine/schemas/graph-v1.json) anyway."""
+    defs = graph_schema["$defs"]
+    defs["nested"] = {"description": defs["nested"]["description"]}
+    # Each variant of a constant becomes a named schema: generators name inline union members
+    # after their parent and "$array", and then collide.
+    variants = []
+    for i, variant in enumerate(defs["array"]["oneOf"]):
+        data = variant["properties"].get("data")
+        if data is not None and "oneOf" in data:
+            variant["properties"]["data"] = {"description": "nested lists of numbers, or base64 of the "
+                                                            "little-endian bytes (with shape)"}
+        tagged = variant["properties"].get("$array")
+        if tagged is not None:
+            defs["arrayBase64"] = tagged
+            variant["properties"]["$array"] = {"$ref": "#/$defs/arrayBase64"}
+        defs[f"arrayForm{i}"] = variant
+        variants.append({"$ref": f"#/$defs/arrayForm{i}"})
+    defs["array"] = {"oneOf": variants}
+    return graph_schema
 
 
 def _rewrite_ref(ref: str) -> str:

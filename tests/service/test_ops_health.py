@@ -133,7 +133,8 @@ def test_openapi_has_every_endpoint_examples_and_the_graph_schema(client: TestCl
         assert content["examples"], transform
         assert "4XX" in op["responses"]
     expected = {("/v1/models", "get"), ("/v1/models", "post"), ("/v1/models/{name}", "get"),
-                ("/v1/models/{name}", "delete"), ("/v1/models/{name}/{transform}", "post"), ("/v1/ops", "get"),
+                ("/v1/models/{name}", "delete"), ("/v1/models/{name}/grad", "post"), ("/v1/ops", "get"),
+                ("/v1/models/{name}/versions/{version}", "delete"), ("/v1/models/{name}/schema", "get"),
                 ("/v1/shapes", "post"), ("/livez", "get"), ("/readyz", "get"), ("/metrics", "get")}
     for path, method in expected:
         assert method in paths[path], (path, method)
@@ -190,3 +191,54 @@ def test_echo_returns_the_body(client: TestClient) -> None:
     response = client.post("/v1/echo", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 200 and response.content == body
     assert response.headers["content-type"] == "application/json"
+
+
+def test_openapi_is_enough_to_generate_a_client(client: TestClient) -> None:
+    """Named operations, a documented 200/201 body everywhere, our error body (not FastAPI's),
+    a bearer scheme, and no benchmark-only route."""
+    doc = client.get("/openapi.json").json()
+    ids = {op["operationId"] for ops in doc["paths"].values() for op in ops.values()}
+    assert {"grad", "hessian", "model_grad", "register_model", "get_model", "list_models", "delete_model_version",
+            "shapes", "ops", "livez"} <= ids
+    assert not any("_post" in i or "_get" in i for i in ids), ids
+    assert "/v1/echo" not in doc["paths"]
+    assert "bearer" in doc["components"]["securitySchemes"]
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            ok = [s for s in op["responses"] if s.startswith("2")]
+            assert ok, (path, method)
+            if path != "/metrics" and path != "/v1/models/{name}/schema":
+                schema = op["responses"][ok[0]]["content"]["application/json"]["schema"]
+                assert "$ref" in schema, (path, method)
+            assert op["responses"]["4XX"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorResponse"}
+
+
+def test_real_answers_validate_against_the_published_response_schemas(client: TestClient) -> None:
+    import jsonschema
+
+    doc = client.get("/openapi.json").json()
+
+    def check(path: str, body: dict[str, Any] | None, status: str = "200", method: str = "post",
+              template: str | None = None) -> None:
+        response = client.post(path, json=body) if method == "post" else client.request(method.upper(), path)
+        assert response.status_code == int(status), response.text
+        schema = doc["paths"][template or path][method]["responses"][status]["content"]["application/json"]["schema"]
+        jsonschema.validate(response.json(), {**schema, "components": doc["components"]})
+
+    f = {"expr": "sum(sin(x) * y)", "params": ["x", "y"]}
+    for transform, extra in [("value", {}), ("grad", {"argnums": [0, 1]}), ("value_and_grad", {}),
+                             ("jvp", {"tangents": [[1.0, 0.0], 1.0]}), ("vjp", {"cotangent": 1.0}),
+                             ("jacobian", {}), ("hessian", {}), ("check_grads", {})]:
+        check(f"/v1/{transform}", {"function": f, "args": [[0.5, 1.0], 2.0], **extra})
+    check("/v1/shapes", {"function": f, "args": [{"shape": [2]}, {"shape": []}]})
+    check("/v1/models", {"name": "typed_check", "function": f, "example_args": [[0.5, 1.0], 2.0]}, "201")
+    for path in ("/v1/models", "/v1/ops", "/livez", "/readyz"):
+        check(path, None, method="get")
+    check("/v1/models/typed_check", None, method="get", template="/v1/models/{name}")
+    check("/v1/models/typed_check/grad", {"args": [[0.5, 1.0], 2.0]}, template="/v1/models/{name}/grad")
+    check("/v1/models/typed_check", None, method="delete", template="/v1/models/{name}")
+    response = client.post("/v1/grad", json={"function": f, "args": [[0.5], 2.0, 3.0]})
+    jsonschema.validate(response.json(), {"$ref": "#/components/schemas/ErrorResponse",
+                                          "components": doc["components"]})
