@@ -5,7 +5,6 @@ check_grads reports and the response's meta."""
 from __future__ import annotations
 
 import base64
-
 from typing import Any
 
 import numpy as np
