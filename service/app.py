@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import __version__
 from service import responses as R
 from service import schemas as S
+from service.builtin_models import BUILTIN_MODELS
 from service.compute import elapsed_ms
 from service.errors import (
     APIError,
@@ -45,7 +46,7 @@ from service.logs import JsonLogFormatter, configure_logging
 from service.pipeline import Call, Pipeline, Reply
 from service.requests import TRANSFORMS
 from service.settings import Settings
-from service.store import Registry
+from service.store import Registry, StoreError
 
 log = logging.getLogger("nabla")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -183,6 +184,19 @@ class Lanes:
                                        "waiting": busy.tasks_waiting, "maximum": self.queue}), 1)
 
 
+def startup_message(settings: Settings, pipeline: Pipeline) -> str:
+    """Where the service is, where its docs and its registry are, and what it serves."""
+    url = f"http://{settings.host}:{settings.port}"
+    registry = pipeline.registry
+    try:
+        registered: Any = len(registry.list())
+    except StoreError:  # a registry that is not up yet must not stop the start
+        registered = "?"
+    return (f"Nabla {__version__} serving {url} (API docs: {url}/docs); model registry: {registry.backend} at "
+            f"{registry.location}; models: {len(BUILTIN_MODELS)} built in, {len(pipeline.repository)} from the "
+            f"model repository, {registered} registered")
+
+
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -190,6 +204,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
+        log.info(startup_message(settings, pipeline))
         yield
         pipeline.registry.close()
 
@@ -341,6 +356,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         return await lanes.run(call(request, "delete_model", model=name, version=version))
 
     # ------------------------------------------------------------------ health
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return Response(orjson.dumps({"name": "Nabla", "version": __version__, "docs": "/docs",
+                                      "openapi": "/openapi.json", "health": "/livez"}), media_type="application/json")
 
     @app.get("/livez", tags=["health"], summary="The process answers", operation_id="livez",
              openapi_extra=S.returns(R.Health))

@@ -12,9 +12,11 @@ a JSON 500 with the request id and logged as one line.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import math
+import pkgutil
 import re
 import time
 from dataclasses import dataclass, field
@@ -62,6 +64,17 @@ from service.settings import Settings
 from service.store import Registry, open_registry
 
 log = logging.getLogger("nabla")
+
+
+def _import_the_whole_engine() -> None:
+    """Import every engine module now. The engine imports some modules inside functions (to break
+    cycles); a server that imported them only on first use would fail mid-request if its files
+    were replaced after it started (an upgrade or `pip install -e` under a running server)."""
+    for module in pkgutil.walk_packages(engine.__path__, "engine."):
+        importlib.import_module(module.name)
+
+
+_import_the_whole_engine()
 _NAME = re.compile(R.NAME_PATTERN.strip("^$"))
 _FLOATS = {"float32": np.dtype("float32"), "float64": np.dtype("float64")}
 

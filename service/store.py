@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger("nabla.store")
 
@@ -159,6 +160,7 @@ class Registry:
 
     placeholder = "?"
     backend = "?"
+    location = "?"  # where the data lives, for logs (a file path, or the URL without its password)
     retry_budget_s = 10.0
 
     def __init__(self) -> None:
@@ -445,6 +447,7 @@ class SqliteRegistry(Registry):
         how long a write keeps retrying (with jitter) before RegistryUnavailable."""
         super().__init__()
         self.path = Path(path)
+        self.location = str(self.path.resolve())
         self.busy_timeout_s = busy_timeout_s
         self.retry_budget_s = retry_budget_s
         self._idle: list[sqlite3.Connection] = []
@@ -548,6 +551,7 @@ class PostgresRegistry(Registry):
         super().__init__()
         self._psycopg = psycopg
         self.url = url
+        self.location = _without_password(url)
         self.retry_budget_s = retry_budget_s
         self.pool_timeout_s = pool_timeout_s
         given = conninfo_to_dict(url)
@@ -625,3 +629,12 @@ def open_registry(database_url: str | None, data_dir: Path) -> Registry:
             raise ValueError("NABLA_DATABASE_URL must be a postgresql:// URL (leave it unset for SQLite)")
         return PostgresRegistry(database_url)
     return SqliteRegistry(Path(data_dir) / "registry.sqlite3")
+
+
+def _without_password(url: str) -> str:
+    """The URL for logs: host, port and database, never the password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -242,3 +242,34 @@ def test_real_answers_validate_against_the_published_response_schemas(client: Te
     response = client.post("/v1/grad", json={"function": f, "args": [[0.5], 2.0, 3.0]})
     jsonschema.validate(response.json(), {"$ref": "#/components/schemas/ErrorResponse",
                                           "components": doc["components"]})
+
+
+def test_the_root_points_at_the_docs(client: TestClient) -> None:
+    body = client.get("/").json()
+    assert body["docs"] == "/docs" and body["openapi"] == "/openapi.json" and body["version"]
+
+
+def test_the_start_up_line_says_where_everything_is(start_server: Any, data_dir: Any) -> None:
+    server = start_server({"NABLA_LOG_LEVEL": "info", "NABLA_DATA_DIR": str(data_dir)})
+    server.stop()
+    lines = [json.loads(line) for line in server.output().splitlines() if line.strip()]
+    started = [e["message"] for e in lines if e["message"].startswith("Nabla ")]
+    assert started, lines
+    message = started[0]
+    assert f"serving {server.url}" in message and f"{server.url}/docs" in message
+    assert "model registry: sqlite at " + str(data_dir.resolve()) in message
+    assert "5 built in, 0 from the model repository, 0 registered" in message
+
+
+def test_every_engine_module_is_loaded_when_the_service_starts() -> None:
+    """A running server never imports engine code for the first time mid-request (its files may
+    have been replaced by an upgrade since it started)."""
+    import subprocess
+    import sys
+
+    code = ("import pkgutil, sys, engine, service.app\n"
+            "names = [m.name for m in pkgutil.walk_packages(engine.__path__, 'engine.')]\n"
+            "missing = [name for name in names if name not in sys.modules]\n"
+            "print(missing)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
