@@ -42,6 +42,29 @@ def _vjp_rule(prim: Any, i: int) -> Any:
     return rules[i]
 
 
+def _check_defined(eqn: Any, vals: list[Any], wanted: list[bool]) -> None:
+    """Refuse a derivative whose rule would be wrong for these operands, rather than return it.
+
+    x.at[idx].multiply(y) with an element of x selected twice multiplies it by several entries of
+    y; the rule for y's derivative leaves out the other factors (JAX refuses this case too).
+    """
+    if eqn.prim.name != "index_update" or eqn.attrs["mode"] != "mul" or not wanted[1]:
+        return
+    from engine.numpy.indexing import selects_repeatedly
+
+    repeated = selects_repeatedly(tuple(vals[0].shape), eqn.attrs["index"], vals[2:])
+    if repeated is False:
+        return
+    why = ("selects an element more than once" if repeated else
+           "is traced, so whether it selects an element more than once cannot be checked")
+    raise DifferentiationError(
+        f"x.at[idx].multiply(y) cannot be differentiated with respect to y when idx {why}: the "
+        "derivative for each entry of y would need the other entries multiplied into the same "
+        "element. Use indices without repeats (multiply repeated entries of y together first), "
+        "pass the indices as constants rather than traced values, or wrap y in stop_gradient."
+    )
+
+
 def _bind_env(graph: Graph, args: list[Any], consts: list[Any] | None) -> dict[Var, Any]:
     env: dict[Var, Any] = dict(zip(graph.invars, args))
     for v, c in zip(graph.constvars, graph.consts if consts is None else consts):
@@ -95,6 +118,7 @@ def vjp_graph(
                 ans = env[outs[0]]
             vals = [_read(env, a) for a in eqn.inputs]
             needed = [isinstance(a, Var) and a in active for a in eqn.inputs]
+            _check_defined(eqn, vals, needed)
             vjp_all = prim.extra.get("vjp_all")
             if vjp_all is not None:
                 contributions = vjp_all(g, ans, needed, *vals, **eqn.attrs)
@@ -138,6 +162,7 @@ def jvp_graph(graph: Graph, args: list[Any], tangents: list[Any]) -> tuple[list[
         ts = [tan.get(a) if isinstance(a, Var) else None for a in eqn.inputs]
         if all(t is None for t in ts) or not any(_differentiable(v) for v in outs):
             continue
+        _check_defined(eqn, vals, [t is not None for t in ts])
         prim = eqn.prim
         if prim.extra.get("linear_jvp"):
             import engine.numpy as jnp

@@ -27,6 +27,11 @@ class DtypeError(EngineError, TypeError):
     """An operand's dtype does not fit the operation."""
 
 
+class InvalidArgumentError(EngineError, ValueError):
+    """An argument's value is not one the operation accepts (not a matter of shape or dtype), e.g.
+    a malformed einsum subscripts string."""
+
+
 class DifferentiationError(EngineError, TypeError):
     """A transformation was asked for something it cannot differentiate."""
 

@@ -9,6 +9,11 @@ A program is zero or more `name = expression` lines and a final expression, its 
 allow-list before anything runs; it is then interpreted node by node, calling engine.numpy
 functions, so it is never executed by Python and can be traced and differentiated like any
 Python function. Every error carries the line and column of the construct at fault.
+
+Integers are exact (64-bit) up to ±2**53 and refused beyond: arithmetic between integer
+constants is done in Python, and an integer outside int32 (JAX's default integer type) reaches
+the engine as an int64 array, never wrapped around. Integers that become shapes, counts,
+indices or exponents are checked against `Limits` before the operation runs.
 """
 
 from __future__ import annotations
@@ -23,24 +28,55 @@ import numpy as np
 import engine.numpy as jnp
 from engine import nn
 from engine.array import Array
-from engine.core import _element_budget, element_budget
-from engine.errors import DeadlineExceeded, EngineError
+from engine.core import Tracer, _element_budget, element_budget
+from engine.errors import DeadlineExceeded, DtypeError, EngineError, InvalidArgumentError, ShapeError
 from engine.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 from engine.numpy import linalg
 from engine.scipy import special
 
 
 class ExprError(EngineError, ValueError):
-    """A program was rejected or failed; `line` and `col` (1-based) locate the construct."""
+    """A program was rejected or failed; `line` and `col` (1-based) locate the construct.
+
+    `kind` says what was wrong:
+
+    - "invalid": the program is outside the language (syntax, an undeclared name, a construct or
+      function that is not allowed), or an operation refused its arguments for another reason;
+    - "value": a value out of range: an integer beyond ±2**53, a negative or non-integer shape
+      dimension, integer division by zero, a malformed einsum subscripts string;
+    - "limit": over a bound of `Limits`; the error is then an ExprLimitError, also a
+      `LimitExceeded` (with `limit`, `value`, `maximum`);
+    - "shape" / "dtype": operands whose shapes / dtypes do not fit an operation; the error is then
+      an ExprShapeError (also a `ShapeError`) / an ExprDtypeError (also a `DtypeError`).
+    """
 
     def __init__(self, message: str, line: int | None = None, col: int | None = None, *,
                  kind: str = "invalid") -> None:
         where = f"line {line}, column {col}: " if line is not None else ""
-        super().__init__(where + message)
+        Exception.__init__(self, where + message)  # not super(): ExprLimitError's next base needs more
         self.line = line
         self.col = col
         self.kind = kind
         self.bare_message = message
+
+
+class ExprLimitError(ExprError, LimitExceeded):
+    """A program over a bound of `Limits` (kind "limit"); `limit`, `value`, `maximum` as LimitExceeded."""
+
+    def __init__(self, message: str, line: int | None = None, col: int | None = None, *, limit: str,
+                 value: int, maximum: int) -> None:
+        ExprError.__init__(self, message, line, col, kind="limit")
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
+
+
+class ExprShapeError(ExprError, ShapeError):
+    """Operands whose shapes do not fit an operation of the program (kind "shape")."""
+
+
+class ExprDtypeError(ExprError, DtypeError):
+    """Operands whose dtypes do not fit an operation of the program (kind "dtype")."""
 
 
 def _functions() -> dict[str, Callable[..., Any]]:
@@ -113,7 +149,13 @@ def _loc(node: ast.AST) -> tuple[int | None, int | None]:
 
 
 def _fail(node: ast.AST, message: str, kind: str = "invalid") -> ExprError:
-    return ExprError(message, *_loc(node), kind=kind)
+    cls = ExprShapeError if kind == "shape" else ExprDtypeError if kind == "dtype" else ExprError
+    return cls(message, *_loc(node), kind=kind)
+
+
+def _limit(node: ast.AST | None, message: str, limit: str, value: int, maximum: int) -> ExprLimitError:
+    line, col = _loc(node) if node is not None else (None, None)
+    return ExprLimitError(message, line, col, limit=limit, value=value, maximum=maximum)
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -143,15 +185,17 @@ class Program:
         self.source = source
         self.limits = limits
         if len(source) > limits.max_source_chars:
-            raise ExprError(f"the source has {len(source)} characters, over the limit of "
-                            f"{limits.max_source_chars} (max_source_chars)", kind="limit")
+            raise _limit(None, f"the source has {len(source)} characters, over the limit of "
+                               f"{limits.max_source_chars} (max_source_chars)",
+                         "max_source_chars", len(source), limits.max_source_chars)
         self.params = self._check_params(params)
         try:
             tree = ast.parse(source, mode="exec")
         except SyntaxError as e:
             raise ExprError(f"syntax error: {e.msg}", e.lineno, e.offset) from None
-        except (RecursionError, MemoryError):
-            raise ExprError("the expression is nested too deeply to parse", kind="limit") from None
+        except (RecursionError, MemoryError):  # Python's parser gave up, far deeper than max_depth
+            raise _limit(None, "the expression is nested too deeply to parse", "max_depth",
+                         limits.max_depth + 1, limits.max_depth) from None
         self._check_size(tree)
         self.assignments, self.output = self._split(tree)
         self._validate()
@@ -175,11 +219,11 @@ class Program:
             node, depth = stack.pop()
             count += 1
             if depth > self.limits.max_depth:
-                raise _fail(node, f"the expression is nested {depth} levels deep, over the limit of "
-                                  f"{self.limits.max_depth} (max_depth)", kind="limit")
+                raise _limit(node, f"the expression is nested {depth} levels deep, over the limit of "
+                                   f"{self.limits.max_depth} (max_depth)", "max_depth", depth, self.limits.max_depth)
             if count > self.limits.max_nodes:
-                raise ExprError(f"the program has more than {self.limits.max_nodes} syntax nodes "
-                                "(max_nodes)", kind="limit")
+                raise _limit(None, f"the program has more than {self.limits.max_nodes} syntax nodes "
+                                   "(max_nodes)", "max_nodes", count, self.limits.max_nodes)
             stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
         self.num_nodes = count
 
@@ -240,8 +284,8 @@ class Program:
                 elif node.value is not None and node.value is not Ellipsis and not isinstance(
                         node.value, (bool, int, float)):
                     raise _fail(node, f"constant {node.value!r} is not allowed (numbers only)")
-                elif isinstance(node.value, int) and not isinstance(node.value, bool) and abs(node.value) > 2**53:
-                    raise _fail(node, f"integer literal {node.value} is too large")
+                elif isinstance(node.value, int) and not isinstance(node.value, bool) and abs(node.value) > MAX_INT:
+                    raise _fail(node, f"integer literal {node.value} is too large: {_EXACT}", kind="value")
             elif isinstance(node, ast.Call):
                 dotted = _dotted(node.func)
                 if dotted is None:
@@ -289,8 +333,8 @@ class Program:
         value = _literal_number(node)
         if value is not None and abs(value) > self.limits.max_integer_power and float(value).is_integer():
             value = int(value) if math.isfinite(value) else value
-            raise _fail(node, f"exponent {value} is larger than {self.limits.max_integer_power} "
-                              "(max_integer_power)", kind="limit")
+            raise _limit(node, f"exponent {value} is larger than {self.limits.max_integer_power} "
+                               "(max_integer_power)", "max_integer_power", abs(value), self.limits.max_integer_power)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -302,7 +346,8 @@ class Program:
         with element_budget(budget if outer is None else min(budget, outer)):  # a tighter enclosing one stays
             for name, value, _ in self.assignments:
                 env[name] = self._eval(value, env)
-            return self._eval(self.output, env)
+            out = self._eval(self.output, env)
+        return tuple(_wide(o) for o in out) if isinstance(out, tuple) else _wide(out)
 
     def _eval(self, node: ast.expr, env: dict[str, Any]) -> Any:
         try:
@@ -310,11 +355,11 @@ class Program:
         except (ExprError, DeadlineExceeded):  # a request's time limit is not the program's fault
             raise
         except LimitExceeded as e:
-            raise _fail(node, str(e), kind="limit") from None
+            raise _limit(node, str(e), e.limit, e.value, e.maximum) from None
         except EngineError as e:
             raise _fail(node, str(e), kind=_kind(e)) from None
         except (ValueError, TypeError, IndexError, ZeroDivisionError, OverflowError, np.linalg.LinAlgError) as e:
-            raise _fail(node, f"{type(e).__name__}: {e}", kind="shape" if "shape" in str(e) else "invalid") from None
+            raise _fail(node, f"{type(e).__name__}: {e}", kind=_kind(e)) from None
 
     def _eval_node(self, node: ast.expr, env: dict[str, Any]) -> Any:
         if isinstance(node, ast.Constant):
@@ -326,40 +371,43 @@ class Program:
                 return node.id == "True"
             return CONSTANTS[node.id]
         if isinstance(node, ast.BinOp):
-            left = self._eval(node.left, env)
-            right = self._eval(node.right, env)
-            if isinstance(node.op, ast.Pow):
-                self._check_runtime_exponent(node, right)
-            return _BINOPS[type(node.op)](left, right)
+            return self._binop(node, self._eval(node.left, env), self._eval(node.right, env))
         if isinstance(node, ast.UnaryOp):
             operand = self._eval(node.operand, env)
-            if isinstance(node.op, ast.USub) and isinstance(operand, (int, float)) and not isinstance(operand, bool):
+            if isinstance(node.op, ast.USub) and _is_number(operand):
                 return -operand
-            return _UNARY[type(node.op)](operand)
+            return _UNARY[type(node.op)](_wide(operand))
         if isinstance(node, ast.Compare):
-            return _COMPARE[type(node.ops[0])](self._eval(node.left, env), self._eval(node.comparators[0], env))
+            left, right = self._eval(node.left, env), self._eval(node.comparators[0], env)
+            return _COMPARE[type(node.ops[0])](_wide(left), _wide(right))
         if isinstance(node, (ast.Tuple, ast.List)):
             items = [self._eval(e, env) for e in node.elts]
             return tuple(items) if isinstance(node, ast.Tuple) else items
         if isinstance(node, ast.Subscript):
-            target = jnp.asarray(self._eval(node.value, env))
+            target = jnp.asarray(_wide(self._eval(node.value, env)))
             return target[self._index(node.slice, env)]
         if isinstance(node, ast.Call):
             return self._call(node, env)
         raise _fail(node, f"{type(node).__name__} is not allowed")
 
+    def _binop(self, node: ast.BinOp, left: Any, right: Any) -> Any:
+        if isinstance(node.op, ast.Pow):
+            self._check_runtime_exponent(node.right, right)
+        if _is_int(left) and _is_int(right) and type(node.op) in _INT_OPS:
+            return _int_arith(node, left, right)
+        return _BINOPS[type(node.op)](_wide(left), _wide(right))
+
     def _index(self, node: ast.expr, env: dict[str, Any]) -> Any:
         if isinstance(node, ast.Slice):
             parts = [None if p is None else self._eval(p, env) for p in (node.lower, node.upper, node.step)]
-            return slice(*parts)
+            return slice(*parts)  # Python ints: a slice takes any integer, with Python's meaning
         if isinstance(node, ast.Tuple):
             return tuple(self._index(e, env) for e in node.elts)
         if isinstance(node, ast.Constant) and node.value is None:
             return None
         if isinstance(node, ast.Constant) and node.value is Ellipsis:
             return Ellipsis
-        value = self._eval(node, env)
-        return value
+        return self._eval(node, env)  # Python ints, and int64 index arrays, are checked against the axis
 
     def _call(self, node: ast.Call, env: dict[str, Any]) -> Any:
         fname = _function_name(_dotted(node.func))
@@ -368,40 +416,77 @@ class Program:
         kwargs = {kw.arg: self._eval(kw.value, env) for kw in node.keywords}
         if "dtype" in kwargs and kwargs["dtype"] is not None and kwargs["dtype"] not in _DTYPES:
             raise _fail(node, f"dtype must be one of {', '.join(_DTYPES)}")
-        if fname in _CREATION:
-            self._check_creation(node, fname, args, kwargs)
-        if fname in ("tile", "repeat"):
-            self._check_repeats(node, fname, args, kwargs)
         if fname == "einsum" and (not args or not isinstance(args[0], str)):
             raise _fail(node, "einsum's first argument must be its subscripts string")
         elif fname != "einsum" and any(isinstance(a, str) for a in args):
             raise _fail(node, f"{fname} does not take string arguments")
-        return fn(*args, **kwargs)
+        self._check_arguments(node, fname, args, kwargs)
+        if fname == "arange" and "dtype" not in kwargs and any(_is_int(a) and _wide(a) is not a for a in args):
+            kwargs["dtype"] = "int64"  # the default int32 would wrap bounds beyond it around
+        return fn(*[_wide(a) for a in args], **{k: _wide(v) for k, v in kwargs.items()})
+
+    def _check_arguments(self, node: ast.Call, fname: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Integers that become sizes, counts or exponents, checked before the function sees them."""
+        if fname in _CREATION:  # first: the number of elements is the plainer message
+            self._check_creation(node, fname, args, kwargs)
+        shape_at = _SHAPE_ARGUMENT.get(fname)
+        if shape_at is not None:
+            shape = _argument(args, kwargs, *shape_at)
+            if shape is not None:
+                self._check_shape(node, fname, shape, allow_unknown=fname == "reshape")
+        if fname in ("tile", "repeat"):
+            self._check_repeats(node, fname, args, kwargs)
+        if fname in ("power", "float_power"):
+            self._check_runtime_exponent(node.args[1] if len(node.args) > 1 else node, _argument(args, kwargs, 1, "y"))
+        if fname in ("one_hot", "nn.one_hot"):
+            _count(node, fname, _concrete_int(_argument(args, kwargs, 1, "num_classes")))
+
+    def _check_shape(self, node: ast.Call, fname: str, shape: Any, allow_unknown: bool = False) -> None:
+        """Each dimension a non-negative integer (reshape: one may be -1), at most max_dimensions of
+        them, and the product of the non-zero ones within max_array_elements: a zero-size array
+        with a dimension of 2**53 is as absurd as a full one."""
+        if isinstance(shape, Array) and shape.ndim == 1:
+            shape = shape._value.tolist()
+        dims = [_concrete_int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,))]
+        for d in dims:
+            if isinstance(d, Tracer):
+                return  # the engine refuses a traced dimension itself (ConcretizationError)
+            if not _is_int(d):
+                raise _fail(node, f"{fname}: shape dimensions must be integers, got {_describe(d)}", kind="value")
+            if d < 0 and not (allow_unknown and d == -1):
+                raise _fail(node, f"{fname}: shape dimension {d} is negative; dimensions must be non-negative"
+                                  + (" (or one -1, inferred)" if allow_unknown else ""), kind="value")
+        try:
+            if 0 in dims:  # else the element budget refuses it, with the array's shape in the message
+                self.limits.check_shape(tuple(abs(d) for d in dims), f"{fname}: the shape")
+            else:
+                self.limits.check("max_dimensions", len(dims), f"{fname}: the number of dimensions")
+        except LimitExceeded as e:
+            raise _limit(node, str(e), e.limit, e.value, e.maximum) from None
 
     def _check_creation(self, node: ast.Call, fname: str, args: list[Any], kwargs: dict[str, Any]) -> None:
-        try:
-            if fname in ("zeros", "ones", "full"):
-                shape = args[0] if args else kwargs.get("shape")
-                dims = [int(shape)] if isinstance(shape, (int, float)) else [int(n) for n in shape]
-                size = int(np.prod(dims, dtype=np.float64)) if dims else 1
-            elif fname == "eye":
-                n = int(args[0])
-                m = int(args[1]) if len(args) > 1 and args[1] is not None else n
-                size = n * m
-            elif fname == "arange":
-                nums = [float(a) for a in args[:3]]
-                if len(nums) == 1:
-                    start, stop, step = 0.0, nums[0], 1.0
-                else:
-                    start, stop, step = nums[0], nums[1], nums[2] if len(nums) > 2 else 1.0
-                size = int(max(0, math.ceil((stop - start) / step))) if step else 0
-            else:  # linspace
-                size = int(args[2]) if len(args) > 2 else int(kwargs.get("num", 50))
-        except (TypeError, ValueError, IndexError, OverflowError):
-            raise _fail(node, f"{fname}: sizes must be concrete numbers") from None
-        if size > self.limits.max_array_elements or size < 0:
-            raise _fail(node, f"{fname} would allocate {size} elements, over the limit of "
-                              f"{self.limits.max_array_elements} (max_array_elements)", kind="limit")
+        """The number of elements a creation function would allocate, before it does."""
+        if fname in ("zeros", "ones", "full"):  # dimensions already checked (_SHAPE_ARGUMENT)
+            shape = args[0] if args else kwargs.get("shape")
+            dims = [_concrete_int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,))]
+            if not all(_is_int(d) for d in dims):
+                return  # traced: the engine refuses it
+            size = math.prod(dims)  # exact, whatever the dimensions
+        elif fname == "eye":
+            n = _count(node, "eye", _concrete_int(args[0] if args else kwargs.get("N")))
+            m = _concrete_int(args[1] if len(args) > 1 else kwargs.get("M"))
+            m = n if m is None else _count(node, "eye", m)
+            size = n * m
+            if size == 0:  # a zero-size result may still have an absurd dimension
+                self._check_shape(node, "eye", (n, m))
+        elif fname == "arange":
+            size = _arange_size(node, args)
+        else:  # linspace
+            size = _count(node, "linspace", _concrete_int(args[2] if len(args) > 2 else kwargs.get("num", 50)))
+        if size > self.limits.max_array_elements:
+            raise _limit(node, f"{fname} would allocate {size} elements, over the limit of "
+                               f"{self.limits.max_array_elements} (max_array_elements)",
+                         "max_array_elements", size, self.limits.max_array_elements)
 
     def _check_repeats(self, node: ast.Call, fname: str, args: list[Any], kwargs: dict[str, Any]) -> None:
         reps = args[1] if len(args) > 1 else kwargs.get("reps", kwargs.get("repeats"))
@@ -410,19 +495,122 @@ class Program:
             if isinstance(r, Array):
                 r = r._value.item() if r.ndim == 0 else r._value
             if isinstance(r, np.ndarray) and r.dtype.kind in "iuf" and r.size:
-                if float(np.sum(np.abs(r), dtype=np.float64)) > self.limits.max_array_elements:
-                    raise _fail(node, f"{fname} counts add up to more than {self.limits.max_array_elements} "
-                                      "(max_array_elements)", kind="limit")
+                total = float(np.sum(np.abs(r), dtype=np.float64))
+                if total > self.limits.max_array_elements:
+                    raise _limit(node, f"{fname} counts add up to more than {self.limits.max_array_elements} "
+                                       "(max_array_elements)", "max_array_elements", int(total),
+                                 self.limits.max_array_elements)
                 r = float(np.max(np.abs(r)))
             if isinstance(r, (int, float)) and abs(r) > self.limits.max_repeats:
-                raise _fail(node, f"{fname} count {r} is larger than {self.limits.max_repeats} (max_repeats)",
-                            kind="limit")
+                raise _limit(node, f"{fname} count {r} is larger than {self.limits.max_repeats} (max_repeats)",
+                             "max_repeats", int(abs(r)), self.limits.max_repeats)
 
-    def _check_runtime_exponent(self, node: ast.BinOp, value: Any) -> None:
+    def _check_runtime_exponent(self, node: ast.AST, value: Any) -> None:
+        """node: the exponent's syntax (for the error's position)."""
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if float(value).is_integer() and abs(value) > self.limits.max_integer_power:
-                raise _fail(node.right, f"exponent {value} is larger than {self.limits.max_integer_power} "
-                                        "(max_integer_power)", kind="limit")
+                most = self.limits.max_integer_power
+                raise _limit(node, f"exponent {value} is larger than {most} (max_integer_power)",
+                             "max_integer_power", abs(value), most)
+
+
+# Integers are exact in the language up to 2**53 (beyond it floats, which every operand may meet,
+# skip integers); arithmetic between integer constants is done in Python, not in int32 arrays.
+MAX_INT = 2**53
+_EXACT = (f"integers are exact only up to ±2**53 ({MAX_INT}); write a float (e.g. 1e20) for a larger "
+          "magnitude")
+_INT32 = (-2**31, 2**31 - 1)
+_INT_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+            ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b, ast.Pow: lambda a, b: a ** b}
+# Where a function takes a shape: its position and keyword(s).
+_SHAPE_ARGUMENT = {"zeros": (0, "shape"), "ones": (0, "shape"), "full": (0, "shape"),
+                   "reshape": (1, "newshape", "shape"), "broadcast_to": (1, "shape"), "zeros_like": (2, "shape"),
+                   "ones_like": (2, "shape"), "full_like": (3, "shape")}
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _describe(x: Any) -> str:
+    return f"{type(x).__name__} {x!r}"[:60] if _is_number(x) or isinstance(x, str) else type(x).__name__
+
+
+def _argument(args: list[Any], kwargs: dict[str, Any], position: int, *keywords: str) -> Any:
+    if len(args) > position:
+        return args[position]
+    return next((kwargs[k] for k in keywords if k in kwargs), None)
+
+
+def _arange_size(node: ast.AST, args: list[Any]) -> int:
+    try:
+        nums = [float(a) for a in args[:3]]
+        start, stop, step = [0.0, nums[0], 1.0] if len(nums) == 1 else (nums + [1.0])[:3]
+        return int(max(0, math.ceil((stop - start) / step))) if step else 0
+    except (TypeError, ValueError, IndexError, OverflowError):
+        raise _fail(node, "arange: its bounds and step must be concrete numbers") from None
+
+
+def _concrete_int(x: Any) -> Any:
+    """A concrete integer scalar (a 0-d integer array too) as a Python int; anything else as it was."""
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, Array) and x.ndim == 0 and x.dtype.kind in "iu":
+        return int(x._value)
+    return x
+
+
+def _count(node: ast.AST, fname: str, n: Any) -> int:
+    if not _is_int(n) and not isinstance(n, np.integer):
+        raise _fail(node, f"{fname}: sizes must be integers, got {_describe(n)}", kind="value")
+    if n < 0:
+        raise _fail(node, f"{fname}: size {n} is negative; sizes must be non-negative", kind="value")
+    return int(n)
+
+
+def _int_arith(node: ast.BinOp, a: int, b: int) -> Any:
+    """a op b for two integers, exactly; refused past ±2**53 (where it would stop being exact)."""
+    if isinstance(node.op, ast.Pow):
+        if b < 0:
+            return _BINOPS[ast.Pow](a, b)  # the engine's rule: an integer to a negative power is an error
+        if abs(a) > 1 and b > 53:  # past 2**53 for sure: refused without computing a huge number
+            raise _fail(node, f"{a} ** {b} is larger than 2**53 in magnitude: {_EXACT}", kind="value")
+    if isinstance(node.op, (ast.FloorDiv, ast.Mod)) and b == 0:
+        raise _fail(node, "integer division by zero", kind="value")
+    result = _INT_OPS[type(node.op)](a, b)
+    if abs(result) > MAX_INT:
+        raise _fail(node, f"the integer result {result} is larger than 2**53 in magnitude: {_EXACT}", kind="value")
+    return result
+
+
+def _wide(value: Any) -> Any:
+    """An integer outside int32 (JAX's default integer type) as an int64 array, and a list of
+    numbers holding one as an int64 (or float) array: NumPy would otherwise wrap it around."""
+    if _is_int(value):
+        return value if _INT32[0] <= value <= _INT32[1] else Array(np.asarray(value, dtype=np.int64))
+    if isinstance(value, (list, tuple)) and _holds_wide_int(value):
+        data = np.asarray(value)
+        return Array(data.astype(np.int64)) if data.dtype.kind in "iub" else value  # floats do not wrap
+    return value
+
+
+def _holds_wide_int(seq: Any) -> bool:
+    """Whether nested lists/tuples of plain numbers hold an integer outside int32."""
+    stack = [seq]
+    found = False
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif _is_int(item):
+            found = found or not _INT32[0] <= item <= _INT32[1]
+        elif not _is_number(item) and not isinstance(item, bool):
+            return False  # arrays or tracers inside: stacked by the engine, not converted here
+    return found
 
 
 def _literal_number(node: ast.expr) -> float | None:
@@ -444,12 +632,13 @@ def _literal_number(node: ast.expr) -> float | None:
 
 
 def _kind(e: Exception) -> str:
-    from engine.errors import DtypeError, ShapeError
-
-    if isinstance(e, ShapeError):
+    """The ExprError kind of an exception an operation raised, by its type."""
+    if isinstance(e, (ShapeError, IndexError)):  # an index out of bounds does not fit the shape
         return "shape"
     if isinstance(e, DtypeError):
         return "dtype"
+    if isinstance(e, (InvalidArgumentError, OverflowError, ZeroDivisionError)):
+        return "value"
     return "invalid"
 
 

@@ -8,12 +8,17 @@ passes take the graph of the n-th derivative from exponential to polynomial size
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from engine.core import Eqn, Graph, Literal, Tracer, Var, check_deadline
+from engine.limits import DEFAULT_LIMITS
 
 # Folding a constant expression must not materialise something huge (e.g. broadcast_to a
 # scalar to a large shape): fold only results up to this many elements.
@@ -28,16 +33,44 @@ def optimize(graph: Graph, *, max_rounds: int = 8) -> Graph:
     passes run without canonical sums, with them, and with distribution, and the smallest graph
     wins (the simpler strategy on a tie).
     """
-    g = _run_passes(graph, max_rounds, canonical=False)
-    for distribute in (False, True):
-        # A strategy that grows the graph past twice the best so far is abandoned midway.
-        candidate = _run_passes(graph, max_rounds, distribute=distribute, max_eqns=2 * len(g.eqns) + 64)
-        if candidate is not None and len(candidate.eqns) < len(g.eqns):
-            g = candidate
+    with _collector_paused():
+        g = _run_passes(graph, max_rounds, canonical=False)
+        for distribute in (False, True):
+            # A strategy that grows the graph past twice the best so far is abandoned midway.
+            candidate = _run_passes(graph, max_rounds, distribute=distribute, max_eqns=2 * len(g.eqns) + 64)
+            if candidate is not None and len(candidate.eqns) < len(g.eqns):
+                g = candidate
     for attr in ("in_tree", "out_tree"):
         if hasattr(graph, attr):
             setattr(g, attr, getattr(graph, attr))
     return g
+
+
+_pause_lock = threading.Lock()
+_pauses = [0, False]  # optimisations running, whether the collector was enabled before the first
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while passes run (shared by concurrent threads).
+
+    Each pass rebuilds every equation, so a long graph's optimisation makes millions of objects
+    that die a round later; the collector's full collections then scan the whole heap again and
+    again, which made a 5,000-node gradient quadratic (minutes). The passes create no reference
+    cycles: reference counting frees their garbage, and the collector resumes afterwards.
+    """
+    with _pause_lock:
+        if _pauses[0] == 0:
+            _pauses[1] = gc.isenabled()
+            gc.disable()
+        _pauses[0] += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses[0] -= 1
+            if _pauses[0] == 0 and _pauses[1]:
+                gc.enable()
 
 
 def _run_passes(graph: Graph, max_rounds: int, distribute: bool = False, canonical: bool = True,
@@ -110,6 +143,11 @@ def _attrs_key(attrs: dict[str, Any]) -> Any:
 _COMMUTATIVE = {"add", "mul", "max", "min", "eq", "ne", "and", "or", "xor"}
 
 
+def _order_key(key: Any) -> tuple:
+    """A total order on operand keys (variables by creation, then literals), cheap to compute."""
+    return (0, key.count, ()) if isinstance(key, Var) else (1, 0, key)
+
+
 def eliminate_common_subexpressions(graph: Graph) -> Graph:
     seen: dict[Any, list[Var]] = {}
     subst: dict[Var, Any] = {}
@@ -131,7 +169,7 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
             continue
         operand_keys = tuple(_atom_key(a) for a in inputs)
         if eqn.prim.name in _COMMUTATIVE:
-            operand_keys = tuple(sorted(operand_keys, key=repr))  # x * y and y * x are one node
+            operand_keys = tuple(sorted(operand_keys, key=_order_key))  # x * y and y * x are one node
         key = (eqn.prim.name, operand_keys, attrs_key)
         previous = seen.get(key)
         if previous is not None:
@@ -299,6 +337,12 @@ _POLY_PRIMS = ("add", "sub", "neg", "mul", "integer_pow")
 # Distributing monomials over sums can double a form's terms at every step (the gradient of a
 # chain like `a = sin(a) * cos(a) + a`): a longer form is emitted as it was written instead.
 MAX_FORM_TERMS = 24
+# Forms are bounded the same way, so that rewriting stays linear in the graph's size: a product
+# along a chain (the gradient of sin(sin(...(x)))) would otherwise carry a monomial as long as the
+# chain, and squaring along a chain (x*x, then that times itself, ...) exponents of 2**n.
+# Powers stay within the default integer_pow limit, so an optimised graph can be sent as JSON.
+MAX_MONOMIAL_FACTORS = 16
+MAX_MONOMIAL_POWER = DEFAULT_LIMITS.max_integer_power
 
 # A polynomial form: (constant, {monomial: coefficient}); a monomial is a sorted tuple of
 # (atom, power) pairs, where an atom is a variable of the rewritten graph.
@@ -345,6 +389,17 @@ def _distribute(mono: tuple, coeff: float, form: Form) -> Form:
         else:
             out[key] = total
     return 0.0, out
+
+
+def _bounded(form: Form, dtype: np.dtype) -> bool:
+    """Whether a form is small enough to keep as a form (see MAX_FORM_TERMS and below it)."""
+    const, terms = form
+    if len(terms) > MAX_FORM_TERMS:
+        return False
+    largest = float(np.finfo(dtype).max)  # a coefficient the dtype cannot hold would change results
+    if not all(abs(c) <= largest for c in (const, *terms.values())):  # False for NaN too
+        return False
+    return all(len(m) <= MAX_MONOMIAL_FACTORS and all(p <= MAX_MONOMIAL_POWER for _, p in m) for m in terms)
 
 
 class _Canonicalizer:
@@ -517,18 +572,25 @@ class _Canonicalizer:
             f1 = self._factor(inputs[1], forms[1])
             return 0.0, {_monomial_product(f0[1], f1[1]): f0[0] * f1[0]}
         if name == "integer_pow":
-            y = eqn.attrs["y"]
-            if y < 1:
-                return None
-            coeff, mono = self._factor(inputs[0], forms[0])
-            return 0.0, {tuple((a, p * y) for a, p in mono): coeff ** y}
+            return self._power_form(inputs[0], forms[0], eqn.attrs["y"])
         return None
+
+    def _power_form(self, atom: Any, form: Form, y: int) -> Form | None:
+        if not 1 <= y <= MAX_MONOMIAL_POWER:
+            return None
+        try:
+            if not form[1]:  # a constant, e.g. (x - x) ** 2
+                return form[0] ** y, {}
+            coeff, mono = self._factor(atom, form)
+            return 0.0, {tuple((a, p * y) for a, p in mono): coeff ** y}
+        except OverflowError:  # the coefficient: the node is kept as written
+            return None
 
     def run(self) -> Graph:
         for eqn in self.graph.eqns:
             if eqn.prim.name in _POLY_PRIMS and not eqn.prim.multiple_results:
                 form = self._polynomial_form(eqn, eqn.inputs)
-                if form is not None and len(form[1]) <= MAX_FORM_TERMS:  # else: an opaque node
+                if form is not None and _bounded(form, eqn.outputs[0].aval.dtype):  # else: an opaque node
                     self.forms[eqn.outputs[0]] = form
                     self.avals[eqn.outputs[0]] = eqn.outputs[0].aval
                     continue

@@ -26,7 +26,15 @@ import numpy as np
 
 from engine.array import Array
 from engine.core import Graph, Literal, ShapedArray, Tracer, Var, _element_budget, element_budget, end_trace, new_trace
-from engine.errors import DeadlineExceeded, EngineError
+from engine.errors import (
+    ConcretizationError,
+    DeadlineExceeded,
+    DifferentiationError,
+    DtypeError,
+    EngineError,
+    EscapedTracerError,
+    ShapeError,
+)
 from engine.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 
 FORMAT = "nabla.graph/1"
@@ -37,12 +45,40 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 
 
 class GraphFormatError(EngineError, ValueError):
-    """A graph document is malformed: the message says where (node id, field) and why."""
+    """A graph document is malformed: the message says where (node id, field) and why.
+
+    `node` is the id of the node at fault (or "#k" for the k-th node when it has no valid id),
+    `field` the part of the document (e.g. "constants.W", "inputs[1]", "attrs.shape"); either
+    may be None. Subclasses say what kind of fault it is, for callers that map errors by type:
+    GraphLimitError (also a LimitExceeded), GraphShapeError (also a ShapeError) and
+    GraphDtypeError (also a DtypeError).
+    """
 
     def __init__(self, message: str, *, node: str | None = None, field: str | None = None) -> None:
-        super().__init__(message)
+        Exception.__init__(self, message)  # not super(): GraphLimitError's next base needs more
         self.node = node
         self.field = field
+
+
+class GraphLimitError(GraphFormatError, LimitExceeded):
+    """A graph or one of its values exceeds a bound of `Limits` (`limit`, `value`, `maximum`)."""
+
+    def __init__(self, message: str, *, limit: str, value: int, maximum: int, node: str | None = None,
+                 field: str | None = None) -> None:
+        LimitExceeded.__init__(self, message, limit=limit, value=value, maximum=maximum)
+        self.node = node
+        self.field = field
+
+
+class GraphShapeError(GraphFormatError, ShapeError):
+    """The operands of a node (or an argument for a declared parameter) do not fit its shapes."""
+
+
+class GraphDtypeError(GraphFormatError, DtypeError):
+    """The operands of a node (an argument, or a literal) do not fit its dtypes."""
+
+
+LimitExceededInGraph = GraphLimitError  # its former name
 
 
 def load_schema() -> dict[str, Any]:
@@ -73,21 +109,96 @@ def encode_array(value: np.ndarray, encoding: str = "json") -> Any:
 _SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
 
 
-def _replace_specials(data: Any, depth: int = 0) -> Any:
+def _replace_specials(data: Any, where: str, limits: Limits, depth: int = 0) -> Any:
+    """Nested lists with "NaN", "Infinity", "-Infinity" as floats (recursion bounded by max_dimensions)."""
     if isinstance(data, str):
         if data in _SPECIALS:
             return _SPECIALS[data]
-        raise ValueError(f"unexpected string {data!r} in numeric data (only 'NaN', 'Infinity', "
-                         "'-Infinity' are allowed)")
+        raise GraphFormatError(f"{where}: unexpected string {data[:40]!r} in numeric data (only 'NaN', "
+                               "'Infinity', '-Infinity' are allowed)", field=where)
     if isinstance(data, list):
-        if depth >= 32:
-            raise ValueError("data is nested more than 32 levels deep (arrays have at most 32 dimensions)")
-        return [_replace_specials(d, depth + 1) for d in data]
+        if depth >= limits.max_dimensions:
+            raise GraphLimitError(f"{where}: data is nested more than {limits.max_dimensions} levels deep (an "
+                                  f"array has at most {limits.max_dimensions} dimensions, max_dimensions)",
+                                  limit="max_dimensions", value=depth + 1, maximum=limits.max_dimensions, field=where)
+        return [_replace_specials(d, where, limits, depth + 1) for d in data]
     return data
 
 
+def _show(value: Any) -> str:
+    """A number for a message: JSON's spelling of the special floats, long integers shortened."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return "NaN" if np.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text)} digits)"
+
+
+def _holds(dtype: np.dtype) -> str:
+    if dtype.kind == "b":
+        return "true/false or 1/0"
+    if dtype.kind in "iu":
+        return f"integers from {np.iinfo(dtype).min} to {np.iinfo(dtype).max}"
+    return f"finite values up to {float(np.finfo(dtype).max):.4g} in magnitude, or 'NaN'/'Infinity'/'-Infinity'"
+
+
+def _outside(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Which parsed JSON numbers `dtype` cannot hold: integers out of range or not whole, and for
+    floats finite numbers that would become infinite (the special strings are fine)."""
+    if dtype.kind == "b":
+        return ~np.isin(raw, (0, 1))
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if raw.dtype.kind != "f":  # NumPy compares int64/uint64 with any Python int exactly
+            return (raw < info.min) | (raw > info.max)
+        with np.errstate(invalid="ignore"):
+            return ~np.isfinite(raw) | (raw != np.floor(raw)) | (raw < info.min) | (raw >= float(info.max) + 1)
+    with np.errstate(over="ignore"):
+        return np.isfinite(raw) & ~np.isfinite(raw.astype(dtype))
+
+
+def _as_floats(raw: np.ndarray, dtype: np.dtype, where: str, at: dict[str, Any]) -> np.ndarray:
+    """Data NumPy kept as Python objects (integers beyond 64 bits, or something not a number) as
+    float64, which then goes through the range check of `dtype`."""
+    out = np.empty(raw.shape, dtype=np.float64)
+    for pos, v in np.ndenumerate(raw):
+        if not isinstance(v, (int, float)):
+            raise GraphFormatError(f"{where}: {repr(v)[:40]}{_at(pos)} is not a number", **at)
+        try:
+            out[pos] = float(v)
+        except OverflowError:
+            raise GraphFormatError(f"{where}: {_show(v)}{_at(pos)} does not fit {dtype.name} "
+                                   f"({_holds(dtype)})", **at) from None
+    return out
+
+
+def _at(pos: tuple[int, ...]) -> str:
+    return f" at {list(pos)}" if pos else ""
+
+
+def _to_dtype(values: Any, dtype: np.dtype, where: str, **at: Any) -> np.ndarray:
+    """Parsed JSON numbers (nested lists) as an array of `dtype`, refusing any value it cannot hold,
+    rather than wrapping around, truncating or overflowing to infinity."""
+    try:
+        raw = np.asarray(values)
+    except (ValueError, TypeError) as e:
+        raise GraphFormatError(f"{where}: data is not a rectangular array of numbers ({e})", **at) from None
+    given = raw  # for the message: the number as it was written
+    if raw.dtype.kind not in "biuf":
+        raw = _as_floats(raw, dtype, where, at)
+    bad = _outside(raw, dtype)
+    if np.any(bad):
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        value = given[pos]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise GraphFormatError(f"{where}: {_show(value)}{_at(pos)} does not fit {dtype.name} ({_holds(dtype)}); "
+                               "change the value or the dtype", **at)
+    return raw.astype(dtype)
+
+
 def decode_array(spec: Any, where: str, limits: Limits = DEFAULT_LIMITS, max_elements: int | None = None) -> np.ndarray:
-    """A constant's value from `{"dtype", "shape", "data"}` (lists or base64) or `{"$array": ...}`."""
+    """A constant's value from `{"dtype", "shape", "data"}` (nested lists of numbers and the strings
+    "NaN", "Infinity", "-Infinity", or base64) or `{"$array": ...}` (base64); every value is checked
+    against the range of its dtype."""
     if isinstance(spec, dict) and "$array" in spec:
         spec = spec["$array"]
         tagged = True
@@ -101,6 +212,7 @@ def decode_array(spec: Any, where: str, limits: Limits = DEFAULT_LIMITS, max_ele
                                field=where)
     dtype = np.dtype(dtype_name)
     shape = spec.get("shape")
+    limit = "max_constant_elements" if max_elements is None else "max_array_elements"
     if shape is not None:
         if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
                                                   for n in shape):
@@ -108,32 +220,34 @@ def decode_array(spec: Any, where: str, limits: Limits = DEFAULT_LIMITS, max_ele
         size = 1
         for n in shape:  # exact: np.prod in int64 wraps around for shapes like [2**32, 2**32]
             size *= n
-        limits.check("max_constant_elements" if max_elements is None else "max_array_elements",
-                     size, f"{where}: the number of elements")
+        limits.check(limit, size, f"{where}: the number of elements", GraphLimitError, field=where)
+        limits.check_shape(tuple(shape), f"{where}: the shape", GraphLimitError, field=where)
     data = spec.get("data")
-    if tagged or isinstance(data, str):
-        if shape is None:
-            raise GraphFormatError(f"{where}: base64 data needs an explicit shape", field=where)
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (ValueError, TypeError):
-            raise GraphFormatError(f"{where}: data is not valid base64", field=where) from None
-        if len(raw) != size * dtype.itemsize:
-            raise GraphFormatError(
-                f"{where}: base64 data has {len(raw)} bytes, but shape {shape} of {dtype_name} needs "
-                f"{size * dtype.itemsize}", field=where)
-        try:
-            return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
-        except ValueError as e:  # an empty array with a dimension NumPy cannot index ([2**62, 4, 0])
-            raise GraphFormatError(f"{where}: shape {shape} is not a valid array shape ({e})", field=where) from None
-    try:
-        value = np.asarray(_replace_specials(data), dtype=dtype)
-    except (ValueError, TypeError) as e:
-        raise GraphFormatError(f"{where}: data is not a rectangular array of numbers ({e})", field=where) from None
+    # A string is base64, except the three special values: a 0-d NaN or infinity is written so.
+    if tagged or (isinstance(data, str) and data not in _SPECIALS):
+        return _decode_base64(data, shape, dtype, where)
+    value = _to_dtype(_replace_specials(data, where, limits), dtype, where, field=where)
     if shape is not None and list(value.shape) != shape:
         raise GraphFormatError(f"{where}: data has shape {list(value.shape)} but shape says {shape}", field=where)
-    limits.check("max_constant_elements", value.size, f"{where}: the number of elements")
+    limits.check(limit, value.size, f"{where}: the number of elements", GraphLimitError, field=where)
     return value
+
+
+def _decode_base64(data: Any, shape: list[int] | None, dtype: np.dtype, where: str) -> np.ndarray:
+    if shape is None:
+        raise GraphFormatError(f"{where}: base64 data needs an explicit shape", field=where)
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (ValueError, TypeError):
+        raise GraphFormatError(f"{where}: data is not valid base64", field=where) from None
+    size = 1
+    for n in shape:
+        size *= n
+    if len(raw) != size * dtype.itemsize:
+        raise GraphFormatError(
+            f"{where}: base64 data has {len(raw)} bytes, but shape {shape} of {dtype.name} needs "
+            f"{size * dtype.itemsize}", field=where)
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
 
 
 # ----------------------------------------------------------------------------- attributes
@@ -157,12 +271,38 @@ def _int(value: Any, where: str, lo: int | None = None, hi: int | None = None) -
     return value
 
 
-def _int_tuple(value: Any, where: str, lo: int | None = None, hi: int | None = None) -> tuple[int, ...]:
+def _int_tuple(value: Any, where: str, lo: int | None = None, hi: int | None = None,
+               max_len: int | None = 32) -> tuple[int, ...]:
     if not isinstance(value, list):
         raise GraphFormatError(f"{where} must be a list of integers")
-    if len(value) > 32:
-        raise GraphFormatError(f"{where} has {len(value)} entries; at most 32 dimensions are supported")
+    if max_len is not None and len(value) > max_len:
+        raise GraphFormatError(f"{where} has {len(value)} entries; at most {max_len} dimensions are supported")
     return tuple(_int(v, f"{where}[{i}]", lo, hi) for i, v in enumerate(value))
+
+
+def _shape(value: Any, where: str, limits: Limits) -> tuple[int, ...]:
+    """A shape: at most max_dimensions non-negative integers, none over max_array_elements. The
+    number of elements is bounded when the graph is traced (the limit in force may be lower),
+    except for a zero-size shape, whose non-zero dimensions are bounded here as the expression
+    language bounds them: [10**7, 10**7, 0] is as absurd as a full array of that size."""
+    n, most = (len(value), limits.max_dimensions) if isinstance(value, list) else (0, 0)
+    if n > most:
+        raise GraphLimitError(f"{where} has {n} entries; at most {most} dimensions are supported (max_dimensions)",
+                              limit="max_dimensions", value=n, maximum=most)
+    dims = _int_tuple(value, where, 0, None, max_len=None)
+    for i, d in enumerate(dims):
+        limits.check("max_array_elements", d, f"{where}[{i}]", GraphLimitError)
+    if 0 in dims:
+        limits.check_shape(dims, where, GraphLimitError)
+    return dims
+
+
+def _exponent(value: Any, where: str, limits: Limits) -> int:
+    y, most = _int(value, where), limits.max_integer_power
+    if abs(y) > most:
+        raise GraphLimitError(f"{where} = {y} is out of range [-{most}, {most}] (max_integer_power)",
+                              limit="max_integer_power", value=abs(y), maximum=most)
+    return y
 
 
 def _index(value: Any, where: str) -> tuple:
@@ -206,14 +346,34 @@ def _einsum_spec(value: Any, where: str) -> str:
     return value
 
 
+def _check_einsum(spec: str, n_inputs: int, node_id: str) -> None:
+    """What the spec's pattern cannot say: one term per input, each letter once per term (the
+    einsum primitive's derivative needs that; take diagonals with gather first), and output
+    letters that are distinct and name an input axis."""
+    where, at = f"node {node_id!r}: attribute 'spec'", {"node": node_id, "field": "attrs.spec"}
+    lhs, _, out = spec.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != n_inputs:
+        raise GraphFormatError(f"{where}: {spec!r} names {len(terms)} operand(s), but the node has "
+                               f"{n_inputs} input(s)", **at)
+    for term in [*terms, out]:
+        if len(set(term)) != len(term):
+            raise GraphFormatError(f"{where}: {term!r} in {spec!r} repeats a letter; each letter may appear "
+                                   "once per operand and in the output (take a diagonal with gather first)", **at)
+    unknown = sorted(set(out) - set(lhs))
+    if unknown:
+        raise GraphFormatError(f"{where}: output letter(s) {''.join(unknown)!r} of {spec!r} name no input axis",
+                               **at)
+
+
 def attr_parsers(limits: Limits) -> dict[str, Callable[[Any, str], Any]]:
     """How each attribute of the JSON format is checked and converted back to the IR's value."""
     return {
         "axes": lambda v, w: _int_tuple(v, w, 0, 31),
         "axis": lambda v, w: _int(v, w, -32, 31),
         "perm": lambda v, w: _int_tuple(v, w, 0, 31),
-        "shape": lambda v, w: _int_tuple(v, w, 0, limits.max_array_elements),
-        "y": lambda v, w: _int(v, w, -limits.max_integer_power, limits.max_integer_power),
+        "shape": lambda v, w: _shape(v, w, limits),
+        "y": lambda v, w: _exponent(v, w, limits),
         "dtype": _dtype_attr,
         "reverse": lambda v, w: v if isinstance(v, bool) else (_ for _ in ()).throw(
             GraphFormatError(f"{w} must be true or false")),
@@ -250,16 +410,15 @@ def graph_to_json(graph: Graph, param_names: list[str] | None = None, encoding: 
                                    "only graphs of closed functions can be serialised")
         name = fresh(f"c{i}")
         names[v] = name
-        value = np.asarray(c)
-        encoded = encode_array(value, encoding)
-        constants[name] = encoded if encoding == "base64" else {
-            "dtype": value.dtype.name, "shape": list(value.shape), "data": encoded}
+        constants[name] = _constant_json(np.asarray(c), encoding)
 
     def ref(atom: Any) -> Any:
         if isinstance(atom, Literal):
             value = np.asarray(atom.value)
             number = value.item()
-            if isinstance(number, float) and not np.isfinite(number):
+            if isinstance(number, bool):  # JSON's true/false are not numbers in this format
+                number = int(number)
+            elif isinstance(number, float) and not np.isfinite(number):  # strict JSON has no NaN
                 number = "NaN" if np.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
             return {"literal": number, "dtype": value.dtype.name}
         return names[atom]
@@ -277,14 +436,21 @@ def graph_to_json(graph: Graph, param_names: list[str] | None = None, encoding: 
     outputs = []
     for atom in graph.outvars:  # outputs are names: a literal output becomes a 0-d constant
         if isinstance(atom, Literal):
-            value = np.asarray(atom.value)
             name = fresh(f"c{len(constants)}")
-            constants[name] = encode_array(value, encoding) if encoding == "base64" else {
-                "dtype": value.dtype.name, "shape": [], "data": encode_array(value)}
+            constants[name] = _constant_json(np.asarray(atom.value), encoding)
             outputs.append(name)
         else:
             outputs.append(names[atom])
     return {"format": FORMAT, "params": params, "constants": constants, "nodes": nodes, "outputs": outputs}
+
+
+def _constant_json(value: np.ndarray, encoding: str) -> dict[str, Any]:
+    # A 0-d NaN or infinity as nested data would be the bare string "NaN", which the schema
+    # cannot tell from base64: it is written as a tagged base64 leaf instead.
+    special = value.ndim == 0 and value.dtype.kind == "f" and not np.isfinite(value)
+    if encoding == "base64" or special:
+        return encode_array(value, "base64")
+    return {"dtype": value.dtype.name, "shape": list(value.shape), "data": encode_array(value)}
 
 
 # ----------------------------------------------------------------------------- JSON -> function
@@ -295,7 +461,7 @@ def _check_depth(doc: Any, limits: Limits) -> None:
     stack = [(doc, 1)]
     while stack:
         value, depth = stack.pop()
-        limits.check("max_depth", depth, "the nesting depth of the document")
+        limits.check("max_depth", depth, "the nesting depth of the document", GraphLimitError)
         children = value.values() if isinstance(value, dict) else value
         stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
 
@@ -328,7 +494,7 @@ class GraphFunction:
         if not isinstance(params, list):
             raise GraphFormatError("params must be a list of names or {name, shape, dtype} objects",
                                    field="params")
-        self.limits.check("max_nodes", len(params), "the number of params")
+        self.limits.check("max_nodes", len(params), "the number of params", GraphLimitError, field="params")
         names, avals = [], []
         for i, p in enumerate(params):
             if isinstance(p, str):
@@ -337,8 +503,12 @@ class GraphFunction:
                 name = p["name"]
                 aval = None
                 if "shape" in p:
-                    shape = _int_tuple(p["shape"], f"params[{i}].shape", 0, self.limits.max_array_elements)
-                    dtype = _dtype_attr(p.get("dtype", "float32"), f"params[{i}].dtype")
+                    try:
+                        shape = _shape(p["shape"], f"params[{i}].shape", self.limits)
+                        dtype = _dtype_attr(p.get("dtype", "float32"), f"params[{i}].dtype")
+                    except GraphFormatError as e:
+                        e.field = "params"
+                        raise
                     aval = ShapedArray(shape, np.dtype(dtype))
             else:
                 raise GraphFormatError(f"params[{i}] must be a name or an object with a name", field="params")
@@ -363,7 +533,8 @@ class GraphFunction:
                 raise GraphFormatError(f"constant {name!r} has the name of a parameter", field="constants")
             value = decode_array(spec, f"constants.{name}", self.limits)
             total += value.size
-            self.limits.check("max_constant_elements", total, "the total number of constant elements")
+            self.limits.check("max_constant_elements", total, "the total number of constant elements",
+                              GraphLimitError, field=f"constants.{name}")
             value.flags.writeable = False
             out[name] = value
         return out
@@ -373,7 +544,7 @@ class GraphFunction:
 
         if not isinstance(nodes, list):
             raise GraphFormatError("nodes must be a list", field="nodes")
-        self.limits.check("max_nodes", len(nodes), "the number of nodes")
+        self.limits.check("max_nodes", len(nodes), "the number of nodes", GraphLimitError, field="nodes")
         parsers = attr_parsers(self.limits)
         defined = set(self.params) | set(self.constants)
         later = {n.get("id") for n in nodes if isinstance(n, dict)}
@@ -416,7 +587,7 @@ class GraphFunction:
                                                node=node_id)
                     refs.append(ref)
                 else:
-                    refs.append(self._literal(ref, f"node {node_id!r}: input {j}", node_id))
+                    refs.append(self._literal(ref, f"node {node_id!r}: input {j}", node_id, f"inputs[{j}]"))
             attrs = node.get("attrs", {})
             if not isinstance(attrs, dict):
                 raise GraphFormatError(f"node {node_id!r}: attrs must be an object", node=node_id)
@@ -427,19 +598,27 @@ class GraphFunction:
                     f"node {node_id!r}: op {op!r} takes attributes {sorted(expected) or 'none'}"
                     + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""),
                     node=node_id)
-            parsed = {}
-            for name, value in attrs.items():
-                try:
-                    parsed[name] = parsers[name](value, f"node {node_id!r}: attribute {name!r}")
-                except GraphFormatError as e:
-                    raise GraphFormatError(str(e), node=node_id) from None
-            if op == "integer_pow" and abs(parsed["y"]) > self.limits.max_integer_power:
-                raise GraphFormatError(f"node {node_id!r}: exponent {parsed['y']} is too large", node=node_id)
+            parsed = self._attrs(node_id, attrs, parsers)
+            if op == "einsum":
+                _check_einsum(parsed["spec"], len(inputs), node_id)
             defined.add(node_id)
             out.append((node_id, prim, refs, parsed))
         return out
 
-    def _literal(self, ref: Any, where: str, node_id: str) -> Any:
+    @staticmethod
+    def _attrs(node_id: str, attrs: dict[str, Any], parsers: dict[str, Callable[[Any, str], Any]]) -> dict[str, Any]:
+        parsed = {}
+        for name, value in attrs.items():
+            try:
+                parsed[name] = parsers[name](value, f"node {node_id!r}: attribute {name!r}")
+            except GraphFormatError as e:  # the parsers know the value, the node is known here
+                e.node, e.field = node_id, f"attrs.{name}"
+                raise
+        return parsed
+
+    def _literal(self, ref: Any, where: str, node_id: str, field: str) -> Any:
+        """("literal", value, dtype name or None); a value its dtype cannot hold is refused here, and
+        a literal without a dtype when the node runs (it takes its operands' dtype)."""
         if isinstance(ref, dict) and set(ref) <= {"literal", "dtype"} and "literal" in ref:
             value = ref["literal"]
             dtype = ref.get("dtype")
@@ -450,7 +629,10 @@ class GraphFunction:
         if isinstance(value, str) and value in _SPECIALS:
             value = _SPECIALS[value]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise GraphFormatError(f"{where} must be a name or a number, got {json.dumps(ref)[:40]}", node=node_id)
+            raise GraphFormatError(f"{where} must be a name or a number, got {json.dumps(ref)[:40]}", node=node_id,
+                                   field=field)
+        # float64 holds any value some dtype can; checked now so that no node fails later on it
+        _to_dtype(value, np.dtype(dtype or "float64"), where, node=node_id, field=field)
         return ("literal", value, dtype)
 
     def _outputs(self, outputs: Any) -> list[str]:
@@ -470,38 +652,22 @@ class GraphFunction:
     def __call__(self, *args: Any) -> Any:
         """Evaluate on arrays or tracers; returns one array, or a tuple for several outputs."""
         from engine.core import bind
-        from engine.numpy._base import asarray
 
         if len(args) != len(self.params):
             raise TypeError(f"this graph takes {len(self.params)} argument(s) {self.params}, got {len(args)}")
-        env: dict[str, Any] = {}
-        for name, aval, arg in zip(self.params, self.param_avals, args):
-            x = arg if isinstance(arg, (Array, Tracer)) else asarray(arg)
-            if aval is not None and (tuple(x.shape) != aval.shape or x.dtype != aval.dtype):
-                raise GraphShapeError(f"parameter {name!r} is declared {aval.str_short()} but the argument is "
-                                      f"{x.dtype.name}{list(x.shape)}", node=None)
-            env[name] = x
+        env: dict[str, Any] = {name: _argument(name, aval, arg)
+                               for name, aval, arg in zip(self.params, self.param_avals, args)}
         for name, value in self.constants.items():
             env[name] = Array(value)
         for node_id, prim, refs, attrs in self.nodes:
-            operands = [env[r] if isinstance(r, str) else None for r in refs]
-            typed = next((o for o in operands if o is not None), None)
-            for j, r in enumerate(refs):
-                if not isinstance(r, str):
-                    _, value, dtype = r
-                    dt = np.dtype(dtype) if dtype else (typed.dtype if typed is not None else np.dtype("float32"))
-                    operands[j] = Array(np.asarray(value, dtype=dt)[()])
+            operands = _operands(node_id, refs, env)
             try:
                 with element_budget(_budget(self.limits.max_array_elements)):
                     result = bind(prim, tuple(operands), attrs)
-            except (LimitExceededInGraph, DeadlineExceeded):  # a time limit is not the node's fault
-                raise
-            except LimitExceeded as e:
-                raise LimitExceededInGraph(f"node {node_id!r} ({prim.name}): {e}", node=node_id) from None
+            except (DeadlineExceeded, ConcretizationError, DifferentiationError, EscapedTracerError):
+                raise  # not the node's fault: a time limit, or how the graph is being transformed
             except (EngineError, ValueError, TypeError, IndexError, np.linalg.LinAlgError) as e:
-                if isinstance(e, GraphFormatError):
-                    raise
-                raise GraphShapeError(f"node {node_id!r} ({prim.name}): {e}", node=node_id) from None
+                raise _node_error(e, node_id, prim.name) from None
             self._check_size(node_id, result)
             env[node_id] = result
         outs = [env[o] for o in self.outputs]
@@ -511,24 +677,54 @@ class GraphFunction:
         size = 1
         for n in result.shape:
             size *= n
-        if size > self.limits.max_array_elements:
-            raise LimitExceededInGraph(
-                f"node {node_id!r} would produce {size} elements, over the limit of "
-                f"{self.limits.max_array_elements} (max_array_elements)", node=node_id)
+        self.limits.check("max_array_elements", size, f"node {node_id!r}: the number of elements of its result",
+                          GraphLimitError, node=node_id)
+
+
+def _argument(name: str, aval: ShapedArray | None, arg: Any) -> Any:
+    from engine.numpy._base import asarray
+
+    x = arg if isinstance(arg, (Array, Tracer)) else asarray(arg)
+    if aval is None or (tuple(x.shape) == aval.shape and x.dtype == aval.dtype):
+        return x
+    error = GraphShapeError if tuple(x.shape) != aval.shape else GraphDtypeError
+    raise error(f"parameter {name!r} is declared {aval.str_short()} but the argument is "
+                f"{x.dtype.name}{list(x.shape)}; pass an argument of the declared shape and dtype", field="params")
+
+
+def _operands(node_id: str, refs: list[Any], env: dict[str, Any]) -> list[Any]:
+    """A node's inputs; a literal without a dtype takes the dtype of the node's first named input."""
+    operands = [env[r] if isinstance(r, str) else None for r in refs]
+    typed = next((o for o in operands if o is not None), None)
+    for j, r in enumerate(refs):
+        if not isinstance(r, str):
+            _, value, dtype = r
+            dt = np.dtype(dtype) if dtype else (typed.dtype if typed is not None else np.dtype("float32"))
+            try:
+                operands[j] = Array(_to_dtype(value, dt, f"node {node_id!r}: input {j}")[()])
+            except GraphFormatError as e:  # only possible without a dtype: it depends on the operands
+                raise GraphDtypeError(f"{e}; the literal takes the dtype of the node's other operands, or give "
+                                      'it one: {"literal": ..., "dtype": ...}', node=node_id,
+                                      field=f"inputs[{j}]") from None
+    return operands
+
+
+def _node_error(e: Exception, node_id: str, op: str) -> GraphFormatError:
+    """An error evaluating a node, as the graph error of its kind, naming the node."""
+    message = f"node {node_id!r} ({op}): {e}"
+    if isinstance(e, GraphFormatError):
+        return e
+    if isinstance(e, LimitExceeded):
+        return GraphLimitError(message, limit=e.limit, value=e.value, maximum=e.maximum, node=node_id)
+    if isinstance(e, DtypeError):
+        return GraphDtypeError(message, node=node_id)
+    return GraphShapeError(message, node=node_id)  # shapes, indices out of bounds, NumPy refusing values
 
 
 def _budget(limit: int) -> int:
     """The element budget for a node: this graph's limit, or an enclosing tighter one."""
     outer = _element_budget[-1]
     return limit if outer is None else min(limit, outer)
-
-
-class GraphShapeError(GraphFormatError):
-    """Operands of a node do not fit its op (shapes or dtypes)."""
-
-
-class LimitExceededInGraph(GraphFormatError):
-    """A node's result would exceed the element budget."""
 
 
 def load_graph(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Graph:

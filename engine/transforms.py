@@ -116,6 +116,13 @@ def _normalize_argnums(argnums: int | Sequence[int], nargs: int, fname: str) -> 
                 "Pass the argument positionally, or change argnums."
             )
         out.append(int(n) % nargs)
+    if len(set(out)) != len(out):
+        # JAX fails here too (with an unrelated TypeError); one derivative per argument is meant.
+        twice = next(n for n in out if out.count(n) > 1)
+        raise DifferentiationError(
+            f"{fname}: argnums {tuple(int(n) for n in nums)} names argument {twice} more than once. "
+            "List each argument once; to use one derivative in two places, copy it from the result."
+        )
     return tuple(out)
 
 
@@ -512,7 +519,14 @@ def _jacobian_result(tf: TracedFunction, leaves: list[Any], in_tree: Any, argnum
 
 def hessian(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable[..., Any]:
     """Second derivatives: forward mode over reverse mode."""
-    return jacfwd(jacrev(fun, argnums, has_aux=has_aux), argnums, has_aux=has_aux)
+    inner = jacfwd(jacrev(fun, argnums, has_aux=has_aux), argnums, has_aux=has_aux)
+
+    @functools.wraps(fun)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        _normalize_argnums(argnums, len(args), "hessian")  # errors name hessian, not jacfwd
+        return inner(*args, **kwargs)
+
+    return wrapped
 
 
 # ----------------------------------------------------------------------------- graphs

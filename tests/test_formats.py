@@ -544,7 +544,7 @@ class BadProgram:
     message: str  # a regex searched in the message
     line: int | None
     col: int | None
-    kind: str = "invalid"  # ExprError.kind: "invalid" or "limit"
+    kind: str = "invalid"  # ExprError.kind: "invalid", "value" or "limit"
     when: str = "compile"  # "compile": compile_expression rejects it; "run": calling (tracing) it does
     params: list[str] = field(default_factory=lambda: ["x"])
     limits: Limits | None = None
@@ -613,7 +613,7 @@ BAD_PROGRAMS = [
     BadProgram("long string", "einsum('" + "i" * 100 + "', x)", r"string arguments are limited to 64 characters",
                1, 8),
     BadProgram("huge integer literal", "x * 100000000000000000000",
-               r"integer literal 100000000000000000000 is too large", 1, 5),
+               r"integer literal 100000000000000000000 is too large", 1, 5, "value"),
     BadProgram("syntax error", "y = x\nx +* 2", r"syntax error: invalid syntax", 2, 4),
     BadProgram("undeclared name", "y = x + z\ny", r"undeclared name 'z'; declared parameters are \['x'\]", 1, 9),
     BadProgram("function used as a value", "y = exp\ny(x)", r"undeclared name 'exp' \(it is a function: call it\)",

@@ -316,9 +316,10 @@ for _label, _f, _shapes in [
 ]:
     case("index_update", lambda x, y, f=_f: f(x, y) ** 2, tup(arr(_shapes[0]), arr(_shapes[1])), _label)
 case("index_update", lambda x, y: x.at[_U].divide(y), tup(arr((4, 5)), signed((3, 5))), "divide")
-case("index_update", lambda x, y: x.at[_D].multiply(y), tup(arr((4, 5)), arr((4, 5))), "mul-dups",
-     xfail="index_update(mode='mul') with repeated indices: the VJP/JVP for the values ignore the "
-           "other factors landing on the same element (JAX raises NotImplementedError here)")
+# With repeated indices the derivative in x is right; the one in the values is refused (as JAX
+# refuses it): test_multiply_at_repeated_indices_refuses_the_values_derivative below.
+_Y = np.linspace(0.5, 2.0, 20).reshape(4, 5)
+case("index_update", lambda x: x.at[_D].multiply(_Y) ** 2, one(arr((4, 5))), "mul-dups-x")
 
 # Contractions.
 case("matmul", lambda a, b: a @ b, tup(arr((3, 4)), arr((4, 2))), "2d")
@@ -516,6 +517,25 @@ def test_known_failures(case: Case, data: st.DataObject) -> None:
     args = data.draw(case.args, label="args")
     seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
     check_case(case, args, seed)
+
+
+def test_multiply_at_repeated_indices_refuses_the_values_derivative() -> None:
+    """x.at[idx].multiply(y) with an element selected twice multiplies it by several entries of y:
+    the derivative in y is refused in both modes (formerly a strict xfail: the rule left out the
+    other factors and gave a wrong value). The derivative in x, and unique indices, still work."""
+    x, y = jnp.ones((4, 5)), jnp.full((4, 5), 2.0)
+
+    def f(x, y):
+        return jnp.sum(x.at[_D].multiply(y) ** 2)
+
+    with pytest.raises(DifferentiationError, match=r"cannot be differentiated with respect to y when idx "
+                                                   r"selects an element more than once"):
+        jax.grad(f, argnums=1)(x, y)
+    with pytest.raises(DifferentiationError, match=r"selects an element more than once"):
+        jax.jvp(lambda v: x.at[_D].multiply(v), (y,), (y,))
+    # rows 1 (three factors of 2), 3 (one), 0 and 2 (none): d/dx sum((x c)^2) = 2 x c^2
+    np.testing.assert_allclose(np.asarray(jax.grad(f)(x, y)), np.repeat([[2.0], [128.0], [2.0], [8.0]], 5, axis=1))
+    np.testing.assert_allclose(np.asarray(jax.grad(lambda v: jnp.sum(x.at[_U].multiply(v)))(y[:3])), 1.0)
 
 
 @pytest.mark.parametrize("case", _params(CASES))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine import primitives as P
-from engine.errors import ShapeError
+from engine.errors import InvalidArgumentError, ShapeError
 from engine.numpy._base import ArrayLike, asarray, promote
 from engine.numpy.shapes import expand_dims, ravel, squeeze
 
@@ -89,19 +89,51 @@ def _einsum(spec: str, *operands: Any) -> Any:
     return P.einsum_p(*operands, spec=spec)
 
 
+def parse_einsum(subscripts: Any, ndims: Sequence[int]) -> tuple[list[str], str]:
+    """The operand terms and the output of an einsum spec, checked against the operands' ranks.
+
+    Raises InvalidArgumentError for a malformed spec and ShapeError for one that does not fit the
+    operands, so no malformed spec reaches NumPy.
+    """
+    if not isinstance(subscripts, str):
+        raise InvalidArgumentError(f"einsum: the subscripts must be a string like 'ij,jk->ik', got "
+                                   f"{type(subscripts).__name__}")
+    spec = subscripts.replace(" ", "")
+    if "..." in spec or "." in spec:
+        raise InvalidArgumentError(f"einsum {subscripts!r}: an ellipsis ('...') is not supported; name every "
+                                   "axis with a letter (e.g. 'bij,bjk->bik')")
+    lhs, arrow, out = spec.partition("->")
+    bad = sorted(set(c for c in lhs if c not in _LETTERS and c != ",") | set(c for c in out if c not in _LETTERS))
+    if bad:
+        raise InvalidArgumentError(f"einsum {subscripts!r}: {''.join(bad)!r} cannot appear; subscripts are "
+                                   "letters a-z and A-Z, with ',' between operands and at most one '->'")
+    terms = lhs.split(",")
+    if len(terms) != len(ndims):
+        raise ShapeError(f"einsum {subscripts!r} names {len(terms)} operand(s), but got {len(ndims)}")
+    for k, (term, ndim) in enumerate(zip(terms, ndims)):
+        if len(term) != ndim:
+            raise ShapeError(f"einsum {subscripts!r}: operand {k} has {ndim} dimension(s) but its subscripts "
+                             f"{term!r} name {len(term)}")
+    letters = "".join(terms)
+    if not arrow:
+        return terms, "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    repeated = sorted(set(c for c in out if out.count(c) > 1))
+    if repeated:
+        raise InvalidArgumentError(f"einsum {subscripts!r}: output subscript(s) {''.join(repeated)!r} appear more "
+                                   "than once; each output letter names one axis")
+    unknown = sorted(set(out) - set(letters))
+    if unknown:
+        raise InvalidArgumentError(f"einsum {subscripts!r}: output subscript(s) {''.join(unknown)!r} name no axis "
+                                   "of any operand")
+    return terms, out
+
+
 def einsum(subscripts: str, *operands: ArrayLike) -> Any:
     """Einstein summation with explicit or implicit output (no ellipsis)."""
-    spec = subscripts.replace(" ", "")
-    if "." in spec:
-        raise NotImplementedError("einsum with an ellipsis ('...') is not supported; name every axis")
+    if not operands:
+        raise ShapeError("einsum needs at least one operand after the subscripts")
     xs = promote(*operands)
-    lhs, arrow, out = spec.partition("->")
-    terms = lhs.split(",")
-    if not arrow:
-        letters = "".join(terms)
-        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-    if len(terms) != len(xs):
-        raise ShapeError(f"einsum: {spec!r} names {len(terms)} operands, but {len(xs)} were given")
+    terms, out = parse_einsum(subscripts, [x.ndim for x in xs])
     # A letter repeated within one operand takes a diagonal; do that first, so the primitive
     # only ever sees distinct letters per operand.
     for k, term in enumerate(terms):

@@ -94,6 +94,8 @@ def normalize_index(shape: tuple[int, ...], idx: Any) -> tuple[tuple, list[Any]]
                     arrays.append(nz.astype(np.int64))
                 dim += value.ndim
             elif dtype.kind in "iu":
+                if not is_tracer:
+                    _check_bounds(value, shape[dim], dim)
                 items.append(("array", len(arrays)))
                 arrays.append(item if is_tracer else value)
                 dim += 1
@@ -103,6 +105,14 @@ def normalize_index(shape: tuple[int, ...], idx: Any) -> tuple[tuple, list[Any]]
                     "indices may be ints, slices, None, ..., integer arrays or boolean masks"
                 )
     return tuple(items), arrays
+
+
+def _check_bounds(value: np.ndarray, n: int, dim: int) -> None:
+    """Integer index arrays are checked here, while they are exact: the engine's default int32
+    would turn an index of 2**32 into 0."""
+    if value.size and (value.min() < -n or value.max() >= n):
+        bad = value.min() if value.min() < -n else value.max()
+        raise IndexError(f"index {int(bad)} is out of bounds for axis {dim} with size {n}")
 
 
 def _index_ndim(item: Any) -> int:
@@ -159,3 +169,31 @@ def indexed_shape(shape: tuple[int, ...], index: tuple, array_shapes: list[tuple
         at = insert_at if contiguous else 0
         out[at:at] = bshape
     return tuple(out)
+
+
+def selects_repeatedly(shape: tuple[int, ...], index: tuple, arrays: list[Any]) -> bool | None:
+    """Whether x[index] selects some element of x more than once (None: an index array's values
+    are unknown, as while tracing abstractly). Only integer index arrays can repeat an element."""
+    from engine.core import concrete_value
+
+    dims, sizes, d = [], [], 0
+    consumed = sum(1 for it in index if it[0] in ("int", "slice", "array"))
+    for item in index:
+        if item[0] == "ellipsis":
+            d += len(shape) - consumed
+        elif item[0] == "array":
+            value = arrays[item[1]]
+            value = concrete_value(value) if isinstance(value, Tracer) or hasattr(value, "_value") else value
+            if value is None:
+                return None
+            dims.append(np.asarray(value))
+            sizes.append(shape[d])
+            d += 1
+        elif item[0] != "none":
+            d += 1
+    if not dims:
+        return False
+    broadcast = np.broadcast_arrays(*dims)
+    # mode="wrap" maps negative indices (-n..-1) as NumPy does; out-of-range ones failed earlier.
+    flat = np.ravel_multi_index(tuple(b.ravel() for b in broadcast), tuple(sizes), mode="wrap")
+    return len(np.unique(flat)) < flat.size
