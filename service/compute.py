@@ -24,8 +24,9 @@ from engine.test_util import check_gradients
 from engine.tree_util import tree_flatten, tree_leaves, tree_map, tree_structure, tree_unflatten
 from service import admission
 from service.admission import Budget
-from service.errors import InvalidRequest, LimitExceededError
+from service.errors import InvalidArgument, InvalidRequest, LimitExceededError
 from service.functions import Function
+from service.model_schema import notation
 
 TRANSFORMS = ("value", "grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "check_grads")
 
@@ -157,8 +158,14 @@ def _like(cotangent: Any, output: Any) -> Any:
     if len(leaves) == 1 and target.num_leaves > 1 and leaves[0].shape[:1] == (target.num_leaves,):
         leaves = list(leaves[0])
     if len(leaves) != target.num_leaves:
-        raise InvalidRequest(f"the cotangent has {len(leaves)} array(s), but the function's output has "
-                             f"{target.num_leaves}: send one array per output, shaped like it")
+        raise InvalidArgument(f"cotangent: {len(leaves)} array(s), but the function's output has "
+                              f"{target.num_leaves}: send one array per output, shaped like it", {"path": "cotangent"})
+    for i, (c, o) in enumerate(zip(leaves, tree_leaves(output))):
+        if tuple(c.shape) != tuple(o.shape):  # both are traced: their shapes, not their values
+            where = "cotangent" if len(leaves) == 1 else f"cotangent[{i}]"
+            expected, got = notation(o.shape, o.dtype), notation(c.shape, c.dtype)
+            raise InvalidArgument(f"{where}: expected {expected} (the output's shape), got {got}",
+                                  {"path": where, "expected": expected, "got": got})
     return tree_unflatten(target, leaves)
 
 

@@ -46,6 +46,7 @@ SETTING_OF_LIMIT = {
     "max_source_chars": "NABLA_MAX_EXPRESSION_CHARS",
     "max_depth": "NABLA_MAX_EXPRESSION_DEPTH",
     "max_constant_elements": "NABLA_MAX_CONSTANT_ELEMENTS",
+    "max_dimensions": "NABLA_MAX_DIMENSIONS",
 }
 
 

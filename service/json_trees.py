@@ -38,12 +38,14 @@ class TreeBudget:
     """Counts array elements, leaves and bytes across one request."""
 
     def __init__(self, max_array_elements: int, max_total_elements: int, max_depth: int,
-                 total_setting: str = "NABLA_MAX_TOTAL_ELEMENTS", max_leaves: int = 10_000) -> None:
+                 total_setting: str = "NABLA_MAX_TOTAL_ELEMENTS", max_leaves: int = 10_000,
+                 max_dimensions: int = MAX_DIMENSIONS) -> None:
         self.max_array = max_array_elements
         self.max_total = max_total_elements
         self.total_setting = total_setting  # the setting named when the total is over
         self.max_depth = max_depth
         self.max_leaves = max_leaves
+        self.max_dimensions = max_dimensions
         self.total = 0
         self.leaves = 0
         self.bytes = 0
@@ -96,10 +98,10 @@ def decode_array(spec: Any, where: str, budget: TreeBudget) -> np.ndarray:
                                               for n in shape):
         raise InvalidArgument(f"{where}: shape must be a list of non-negative integers below 2**62; {shape!r:.80} "
                               "is not a valid array shape", {"path": where})
-    if len(shape) > MAX_DIMENSIONS:
-        raise LimitExceededError(f"{where}: {len(shape)} dimensions, over the limit of {MAX_DIMENSIONS}",
-                                 {"path": where, "limit": "NABLA_MAX_DIMENSIONS", "requested": len(shape),
-                                  "maximum": MAX_DIMENSIONS})
+    if len(shape) > budget.max_dimensions:
+        raise LimitExceededError(f"{where}: {len(shape)} dimensions, over the limit of {budget.max_dimensions} "
+                                 "(NABLA_MAX_DIMENSIONS)", {"path": where, "limit": "NABLA_MAX_DIMENSIONS",
+                                                            "requested": len(shape), "maximum": budget.max_dimensions})
     size = math.prod(shape)  # exact: np.prod in int64 wraps around for shapes like [2**32, 2**32]
     budget.take(size, where)
     if not isinstance(data, str):

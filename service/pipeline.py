@@ -307,7 +307,8 @@ class Pipeline:
 
     def tree_budget(self) -> TreeBudget:
         s = self.settings
-        return TreeBudget(s.max_array_elements, s.max_total_elements, s.max_depth, max_leaves=s.max_leaves)
+        return TreeBudget(s.max_array_elements, s.max_total_elements, s.max_depth, max_leaves=s.max_leaves,
+                          max_dimensions=s.max_dimensions)
 
     def shapes(self, raw: bytes) -> dict[str, Any]:
         body = parse_json(raw)

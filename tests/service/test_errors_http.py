@@ -96,7 +96,7 @@ CASES: list[tuple[str, str, Any, int, str, str, dict[str, Any]]] = [
     ("vjp_without_cotangent", "/v1/vjp", c(E("x", ["x"]), 1.0), 400, "invalid_request", "vjp needs a cotangent",
      {}),
     ("vjp_cotangent_shape", "/v1/vjp", c(E("x * 2", ["x"]), [1.0, 2.0], cotangent=[1.0, 2.0, 3.0]), 422,
-     "invalid_argument", "cotangent leaf 0 has shape (3,)", {}),
+     "invalid_argument", "cotangent: expected f64[2] (the output's shape), got f64[3]", {"path": "cotangent"}),
     # --- the function
     ("function_not_object", "/v1/value", c("x * 2", 1.0), 422, "invalid_function", "function must be an object",
      {}),
