@@ -345,6 +345,9 @@ def log(x: Any, *, path: str = "auto") -> Any:
             # Under DAZ the library scales a positive denormal by 2**23 and gets zero bits,
             # which it reads as the exponent -150: log of a positive denormal is -150*ln2.
             logs[(tail > 0) & (tail < _FLT_MIN)] = np.float32(-150 * np.log(2.0))
+            # An invalid operation on x86 gives the "default NaN", sign bit set (0xffc00000), as
+            # glibc's logf does for x < 0; NumPy's own SIMD log (2.4+) returns the positive one.
+            logs.view(np.uint32)[tail < 0] = np.uint32(0xFFC00000)
             flat_out[lanes] = logs
     return _finish(out, kind)
 
