@@ -164,7 +164,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     def start(env: dict[str, str]) -> Server:
         port = free_port()
         environ = {k: v for k, v in os.environ.items() if not k.startswith("NABLA_")}
-        environ.update({"NABLA_LOG_LEVEL": "warning", **env})
+        # a registry of its own unless the test names one: never the checkout's ./data
+        own_data = tmp_path / f"data-{port}"
+        environ.update({"NABLA_LOG_LEVEL": "warning", "NABLA_DATA_DIR": str(own_data), **env})
         log = tmp_path / f"uvicorn-{port}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
