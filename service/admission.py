@@ -70,7 +70,7 @@ def check_array(shape: Sequence[int], what: str, budget: Budget) -> None:
     if size > budget.max_array_elements:
         raise refuse(f"{what} would have shape {list(shape)}, so its element count", size,
                      budget.max_array_elements, "NABLA_MAX_ARRAY_ELEMENTS",
-                     "send smaller arrays or ask for a smaller derivative (jvp, vjp or hvp instead of a full "
+                     "send smaller arrays or ask for a smaller derivative (jvp or vjp instead of a full "
                      "Jacobian or Hessian)")
 
 

@@ -37,6 +37,7 @@ from service.errors import (
     Forbidden,
     InvalidRequest,
     LimitExceededError,
+    NotReady,
     Overloaded,
     Unauthorized,
     UnsupportedMediaType,
@@ -50,6 +51,7 @@ from service.store import Registry, StoreError
 
 log = logging.getLogger("nabla")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _JSON_TYPE = re.compile(r"application/(?:[a-z0-9.+-]+\+)?json", re.I)
 
 
@@ -70,6 +72,7 @@ class RequestContextMiddleware:
         self.max_body = settings.max_body_bytes
         self.body_timeout_s = settings.body_timeout_s
         self.pipeline = pipeline
+        self.static_paths = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -99,9 +102,10 @@ class RequestContextMiddleware:
                 reply = self.pipeline.error_reply(error, request_id, mapped=error is not e)
                 await _send_reply(send_with_id, reply)
         ms = elapsed_ms(start)
-        route = scope.get("route")
-        self.pipeline.metrics.observe_request(scope["method"], getattr(route, "path", None) or "unmatched",
-                                              state["status"], ms / 1000)
+        route = getattr(scope.get("route"), "path", None)
+        if route is None:  # the docs and schema routes are plain Starlette routes, set no "route"
+            route = scope["path"] if scope["path"] in self.static_paths else "unmatched"
+        self.pipeline.metrics.observe_request(scope["method"], route, state["status"], ms / 1000)
         log.info("request", extra={"request_id": request_id, "method": scope["method"][:16],
                                    "path": scope["path"][:256], "status": state["status"], "ms": ms})
 
@@ -215,6 +219,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         openapi_tags=[{"name": "compute"}, {"name": "models"}, {"name": "introspection"}, {"name": "health"}],
     )
     app.state.service = pipeline
+    app.router.redirect_slashes = False  # /v1/grad/ is a JSON 404, not an empty 307
     lanes = Lanes(settings, pipeline)
     app.add_middleware(RequestContextMiddleware, settings=settings, pipeline=pipeline)
     S.install_openapi(app, keyed=bool(settings.api_key_set or settings.admin_key_set))
@@ -238,8 +243,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        err = InvalidRequest("the request does not match the API",
-                             {"errors": orjson.loads(orjson.dumps(exc.errors(), default=str))})
+        # Path and query parameters (the bodies are validated by the pipeline): the same form of
+        # problems as any other validation error.
+        problems = [{"path": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "problem": e["msg"],
+                     "kind": e["type"]} for e in exc.errors()]
+        first = problems[0] if problems else {"path": "(request)", "problem": "invalid"}
+        err = InvalidRequest(f"{first['path']}: {first['problem']}", {"errors": problems})
         return _response(pipeline.error_reply(err, request_id(request)))
 
     keys, admin_keys = settings.api_key_set, settings.admin_key_set
@@ -330,6 +339,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     async def register(request: Request) -> Response:
         body = await json_body(request)
         key = request.headers.get("idempotency-key")
+        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+            raise InvalidRequest("the Idempotency-Key header must be 1-255 visible ASCII characters (a UUID, say)",
+                                 {"header": "Idempotency-Key"})
         return await lanes.run(call(request, "register", body, idempotency_key=key))
 
     @app.get("/v1/models/{name}", tags=["models"], dependencies=[Depends(require_key)], summary="Describe a model",
@@ -339,7 +351,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     @app.get("/v1/models/{name}/schema", tags=["models"], dependencies=[Depends(require_key)],
              summary="JSON Schema of a request body for this model (its typed parameters)",
-             operation_id="get_model_schema")
+             operation_id="get_model_schema", openapi_extra=S.returns(R.JsonSchemaDocument))
     async def model_request_schema(name: str, request: Request) -> Response:
         return await lanes.run(call(request, "model_schema", model=name))
 
@@ -362,20 +374,21 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         return Response(orjson.dumps({"name": "Nabla", "version": __version__, "docs": "/docs",
                                       "openapi": "/openapi.json", "health": "/livez"}), media_type="application/json")
 
+    @app.head("/livez", include_in_schema=False)
     @app.get("/livez", tags=["health"], summary="The process answers", operation_id="livez",
              openapi_extra=S.returns(R.Health))
     async def livez() -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
+    @app.head("/readyz", include_in_schema=False)
     @app.get("/readyz", tags=["health"], summary="The model registry answers", operation_id="readyz",
              openapi_extra=S.returns(R.Health))
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         ok = await anyio.to_thread.run_sync(pipeline.registry.ping, limiter=lanes.registry)
         if not ok:
-            return Response(orjson.dumps({"error": {
-                "type": "not_ready", "message": "the model registry does not answer",
-                "detail": {"backend": pipeline.registry.backend}}}), status_code=503,
-                media_type="application/json", headers={"Retry-After": "1"})
+            error = retry_after(NotReady("the model registry does not answer", {"backend": pipeline.registry.backend}),
+                                1)
+            return _response(pipeline.error_reply(error, request_id(request)))
         return Response(orjson.dumps({"status": "ok", "registry": pipeline.registry.backend}),
                         media_type="application/json")
 

@@ -17,6 +17,8 @@ from engine.errors import (
     DifferentiationError,
     DtypeError,
     EngineError,
+    IntegerInputError,
+    NonScalarOutputError,
     ShapeError,
 )
 from engine.expr import ExprError
@@ -37,6 +39,7 @@ from service.errors import (
     ShapeMismatch,
     retry_after,
 )
+from service.model_schema import join, notation
 from service.store import IdempotencyConflict, RegistryUnavailable, StoreError
 
 # The engine's limit names as the settings an operator changes.
@@ -56,6 +59,11 @@ def _limit_detail(e: Exception) -> dict[str, Any]:
     return {"limit": SETTING_OF_LIMIT.get(e.limit, e.limit), "requested": e.value, "maximum": e.maximum}
 
 
+def _limit_message(e: LimitExceeded) -> str:
+    setting = SETTING_OF_LIMIT.get(e.limit)
+    return f"{e}; the server's setting is {setting}" if setting else str(e)
+
+
 def _where(e: Exception) -> dict[str, Any]:
     if isinstance(e, ExprError):
         return {"line": e.line, "column": e.col, "kind": e.kind}
@@ -68,13 +76,37 @@ def _by_kind(e: Exception) -> APIError:
     """A function-format error: limits, shapes and dtypes have their own types; the rest is a bad function."""
     detail = {**_where(e), **_limit_detail(e)}
     kind = getattr(e, "kind", None)
-    if isinstance(e, LimitExceeded) or kind == "limit":
+    if isinstance(e, LimitExceeded):
+        return LimitExceededError(_limit_message(e), detail)
+    if kind == "limit":
         return LimitExceededError(str(e), detail)
     if isinstance(e, ShapeError) or kind == "shape":
         return ShapeMismatch(str(e), detail)
     if isinstance(e, DtypeError) or kind == "dtype":
         return DtypeMismatch(str(e), detail)
     return InvalidFunction(str(e), detail)
+
+
+def _integer_input(e: IntegerInputError) -> APIError:
+    """Advice an HTTP caller can follow (the engine's own message speaks of Python's astype and
+    allow_int): the argument by its parameter name when the function has one, else args[k]."""
+    argument = e.param or f"args[{e.argnum}]"
+    where = argument
+    for key in e.path:
+        where = join(where, key)
+    dtype = np.dtype(e.dtype).name
+    out_of_argnums = "leave it out of argnums" if where == argument else f"leave {argument} out of argnums"
+    return NotDifferentiable(
+        f"{where} has dtype {dtype} and has no derivative: send it as JSON numbers or a float $array, "
+        f"or {out_of_argnums}", {"argnum": e.argnum, "dtype": dtype, "path": where})
+
+
+def _non_scalar_output(e: NonScalarOutputError) -> APIError:
+    shape = [int(n) for n in e.shape]
+    dtype = np.dtype(e.dtype).name
+    return NotDifferentiable(
+        f"the output has shape {notation(shape, dtype)}; grad needs a scalar: wrap the expression in sum(...), "
+        "or use /v1/jacobian or /v1/vjp", {"shape": shape, "dtype": dtype})
 
 
 def _registry_unavailable(e: Exception) -> APIError:
@@ -88,9 +120,11 @@ ERROR_TABLE: list[tuple[type[BaseException] | tuple[type[BaseException], ...], C
     (DeadlineExceeded, lambda e: ComputeTimeout(f"{e} (NABLA_COMPUTE_TIMEOUT_S)",
                                                 {"limit": "NABLA_COMPUTE_TIMEOUT_S"})),
     ((ExprError, GraphFormatError), _by_kind),
-    (LimitExceeded, lambda e: LimitExceededError(str(e), _limit_detail(e))),
+    (LimitExceeded, lambda e: LimitExceededError(_limit_message(e), _limit_detail(e))),
     (ShapeError, lambda e: ShapeMismatch(str(e))),
     (DtypeError, lambda e: DtypeMismatch(str(e))),
+    (IntegerInputError, _integer_input),
+    (NonScalarOutputError, _non_scalar_output),
     ((DifferentiationError, ConcretizationError), lambda e: NotDifferentiable(str(e))),
     (EngineError, lambda e: ComputeError(str(e))),
     (IdempotencyConflict, lambda e: Conflict(str(e), {"header": "Idempotency-Key"})),

@@ -89,6 +89,10 @@ class RegistryUnavailableError(APIError):
     status, type = 503, "registry_unavailable"
 
 
+class NotReady(APIError):
+    status, type = 503, "not_ready"
+
+
 class InternalError(APIError):
     status, type = 500, "internal_error"
 

@@ -205,7 +205,7 @@ class FunctionResolver:
 
     def _from_definition(self, name: str, version: int, definition: dict[str, Any]) -> Function:
         fn, params, nodes = compile_spec(definition["function"], self.limits)
-        constants = decode_constants(definition.get("constants") or {}, self.limits)
+        constants = decode_constants(definition.get("constants") or {}, self.limits, declared_schema(fn, params))
         bound, free = bind_constants(fn, params, constants)
         # The content is part of the key: a name deleted and registered again reuses version numbers,
         # and compiled plans must not be shared with the old function.
@@ -245,13 +245,14 @@ class FunctionResolver:
             self._drop_registered()
 
 
-def decode_constants(constants: Any, limits: Limits) -> dict[str, Any]:
+def decode_constants(constants: Any, limits: Limits, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Constants as arrays: plain numbers are float64 (JSON numbers are doubles), or the dtype
+    the function declares for that parameter; $array leaves keep theirs."""
     if not isinstance(constants, dict):
         raise InvalidRequest("constants must be an object mapping parameter names to values")
     budget = TreeBudget(limits.max_array_elements, limits.max_constant_elements, limits.max_depth,
                         "NABLA_MAX_CONSTANT_ELEMENTS")
-    # JSON numbers become float32 (the engine's default); send $array leaves for other dtypes.
-    return {name: decode_tree(value, np.dtype("float32"), f"constants[{name!r}]", budget)
+    return {name: decode_tree(value, np.dtype("float64"), f"constants[{name!r}]", budget, (schema or {}).get(name))
             for name, value in constants.items()}
 
 

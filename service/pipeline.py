@@ -143,7 +143,8 @@ def validate(model: type[BaseModel], body: Any, operation: str) -> Any:
     """The body as a typed request. A malformed request is a 400 naming the field and what it
     must be; a `function` that is not an object is a bad function (422)."""
     if not isinstance(body, dict):
-        raise InvalidRequest(f"the body must be a JSON object ({model.__name__})")
+        raise InvalidRequest(f"the body must be a JSON object: the {operation} request's fields, see "
+                             f"/docs for {model.__name__}")
     try:
         return model.model_validate(body)
     except ValidationError as e:
@@ -192,7 +193,7 @@ class Pipeline:
         self.budget = Budget(settings.max_array_elements, settings.max_response_bytes, settings.max_request_bytes)
         for definition in self.repository.values():  # typed like registered models, checked at start
             fn, params, _ = compile_spec(definition["function"], self.limits)
-            constants = decode_constants(definition.get("constants") or {}, self.limits)
+            constants = decode_constants(definition.get("constants") or {}, self.limits, declared_schema(fn, params))
             free = [p for p in params if p not in constants]
             definition["schema"] = self.model_schema(fn, free, constants, definition.get("schema"),
                                                      definition.get("example_args"))
@@ -334,7 +335,7 @@ class Pipeline:
         if "model" in function:
             raise InvalidRequest("register an expr or graph function, not a reference to another model")
         fn, params, nodes = compile_spec(function, self.limits)
-        constants = decode_constants(request.constants, self.limits)
+        constants = decode_constants(request.constants, self.limits, declared_schema(fn, params))
         unknown_constants = set(constants) - set(params)
         if unknown_constants:
             raise InvalidRequest(f"constants {sorted(unknown_constants)} name no parameter of the function; its "
@@ -479,11 +480,10 @@ def _dtype(name: str | None) -> np.dtype:
 
 
 def _float_dtype_of(result: Any, requested: str | None) -> str:
-    for leaf in tree_flatten(result)[0]:
-        dtype = np.asarray(leaf).dtype
-        if dtype.kind == "f":
-            return dtype.name
-    return requested or "float64"
+    """The dtype the result was computed in: its first float leaf's, else its first leaf's."""
+    dtypes = [np.asarray(leaf).dtype for leaf in tree_flatten(result)[0]]
+    floats = [d for d in dtypes if d.kind == "f"]
+    return (floats or dtypes or [np.dtype(requested or "float64")])[0].name
 
 
 def _check_like(args: list[Any], tangents: list[Any], params: list[str]) -> None:

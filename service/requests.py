@@ -137,7 +137,7 @@ class RegisterRequest(Strict):
 
 class ShapeSpec(Strict):
     shape: Annotated[list[Annotated[int, Field(ge=0, le=2**62)]], Field(max_length=32)]
-    dtype: str = "float32"
+    dtype: str = "float64"
 
 
 class ShapesRequest(Strict):

@@ -169,10 +169,17 @@ class OpsResponse(BaseModel):
     expression_functions: list[str]
 
 
+class JsonSchemaDocument(BaseModel):
+    """A JSON Schema (draft 2020-12) document."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "object"
+
+
 class Health(BaseModel):
     status: str
     registry: str | None = None
 
 
 RESPONSE_MODELS: list[type[BaseModel]] = [*COMPUTE_RESPONSES.values(), ModelList, ModelInfo, Registered, Deleted,
-                                          ShapesResponse, OpsResponse, Health]
+                                          ShapesResponse, OpsResponse, Health, JsonSchemaDocument]

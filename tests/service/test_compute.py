@@ -55,13 +55,15 @@ def _tutorial_forms(client: TestClient, form: str) -> tuple[str, dict[str, Any],
     if form == "registered_expr":
         response = client.post("/v1/models", json={
             "name": "logreg_expr", "function": expr(TUTORIAL_EXPR, PARAMS),
-            "constants": {"inputs": INPUTS, "targets": TARGETS}})
+            # the page's data is float32; plain JSON numbers would be stored as float64
+            "constants": {"inputs": b64(np.array(INPUTS, np.float32)), "targets": TARGETS}})
         assert response.status_code == 201, response.text
         return "/v1/models/logreg_expr", {}, []
     if form == "registered_graph":
         response = client.post("/v1/models", json={
             "name": "logreg_graph", "function": {"graph": tutorial_graph(with_constants=False)},
-            "constants": {"inputs": INPUTS, "targets": [1.0, 1.0, 0.0, 1.0]}})
+            "constants": {"inputs": b64(np.array(INPUTS, np.float32)),
+                          "targets": b64(np.array([1.0, 1.0, 0.0, 1.0], np.float32))}})
         assert response.status_code == 201, response.text
         return "/v1/models/logreg_graph", {}, []
     raise AssertionError(form)

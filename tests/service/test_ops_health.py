@@ -44,9 +44,10 @@ def test_shapes_are_inferred_without_computing(client: TestClient) -> None:
     mlp = client.post("/v1/shapes", json={"function": {"model": "mlp_classifier"}, "args": [
         {"W1": {"shape": [3, 8]}, "b1": {"shape": [8]}, "W2": {"shape": [8, 4]}, "b2": {"shape": [4]}},
         {"shape": [10, 3]}, {"shape": [10], "dtype": "int32"}]}).json()
-    assert mlp["output"] == {"shape": [], "dtype": "float32"}
+    assert mlp["output"] == {"shape": [], "dtype": "float64"}  # a spec's dtype defaults to float64
     graph = client.post("/v1/shapes", json={"function": {"graph": tutorial_graph(with_constants=True)},
-                                            "args": [{"shape": [3]}, {"shape": []}]}).json()
+                                            "args": [{"shape": [3], "dtype": "float32"},
+                                                     {"shape": [], "dtype": "float32"}]}).json()
     assert graph["output"] == {"shape": [], "dtype": "float32"}
     # sizes far beyond memory are fine as long as every intermediate is within the budget... and
     # refused when one is not (nothing is allocated either way)
