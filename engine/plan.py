@@ -113,7 +113,9 @@ def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[lis
             ufunc_name = f"u_{eqn.prim.name}"
             namespace[ufunc_name] = _UFUNCS[eqn.prim.name]
             lines.append(f"{target} = {ufunc_name}({', '.join(operands)}, out={names[reuse]})")
-            if eqn.outputs[0] not in outputs:
+            # The result now owns the buffer, unless it is an output or a view will be taken of
+            # it (overwriting it later would change what the view reads).
+            if eqn.outputs[0] not in outputs and eqn.outputs[0] not in aliased:
                 owned.add(eqn.outputs[0])
         elif template is not None:
             lines.append(f"{target} = {template.format(*operands)}")
