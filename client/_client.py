@@ -385,7 +385,7 @@ class _Models:
 
 
 class Models(_Models):
-    """c.models: list, get, register, delete."""
+    """c.models: list, get, register, delete, delete_version."""
 
     def list(self) -> list[dict[str, Any]]:
         return self._owner._run(Call("GET", "/v1/models", None, lambda r: r["models"]))
@@ -399,6 +399,10 @@ class Models(_Models):
 
     def delete(self, name: str) -> dict[str, Any]:
         return self._owner._run(Call("DELETE", f"/v1/models/{_quote(name)}", None, lambda r: r))
+
+    def delete_version(self, name: str, version: int) -> dict[str, Any]:
+        """Delete one version of a model; the others stay (its number is never reused)."""
+        return self._owner._run(_delete_version_call(name, version))
 
 
 class AsyncModels(_Models):
@@ -415,6 +419,15 @@ class AsyncModels(_Models):
 
     async def delete(self, name: str) -> dict[str, Any]:
         return await self._owner._run(Call("DELETE", f"/v1/models/{_quote(name)}", None, lambda r: r))
+
+    async def delete_version(self, name: str, version: int) -> dict[str, Any]:
+        return await self._owner._run(_delete_version_call(name, version))
+
+
+def _delete_version_call(name: str, version: int) -> Call:
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError(f"version must be an int, got {type(version).__name__}")
+    return Call("DELETE", f"/v1/models/{_quote(name)}/versions/{version}", None, lambda r: r)
 
 
 def _quote(name: str) -> str:
