@@ -384,11 +384,23 @@ class _Models:
         return Call("POST", "/v1/models", body, lambda r: r, {"Idempotency-Key": str(uuid.uuid4())})
 
 
+def _list_page_call(cursor: str | None) -> Call:
+    query = "?limit=1000" + (f"&cursor={_quote(cursor)}" if cursor else "")
+    return Call("GET", "/v1/models" + query, None, lambda r: r)
+
+
 class Models(_Models):
     """c.models: list, get, register, delete, delete_version."""
 
     def list(self) -> list[dict[str, Any]]:
-        return self._owner._run(Call("GET", "/v1/models", None, lambda r: r["models"]))
+        """Every model: the pages of GET /v1/models, followed to the end."""
+        models, cursor = [], None
+        while True:
+            page = self._owner._run(_list_page_call(cursor))
+            models += page["models"]
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                return models
 
     def get(self, name: str) -> dict[str, Any]:
         return self._owner._run(Call("GET", f"/v1/models/{_quote(name)}", None, lambda r: r))
@@ -407,7 +419,13 @@ class Models(_Models):
 
 class AsyncModels(_Models):
     async def list(self) -> list[dict[str, Any]]:
-        return await self._owner._run(Call("GET", "/v1/models", None, lambda r: r["models"]))
+        models, cursor = [], None
+        while True:
+            page = await self._owner._run(_list_page_call(cursor))
+            models += page["models"]
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                return models
 
     async def get(self, name: str) -> dict[str, Any]:
         return await self._owner._run(Call("GET", f"/v1/models/{_quote(name)}", None, lambda r: r))

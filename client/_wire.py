@@ -81,6 +81,8 @@ def encode_tree(tree: Any) -> Any:
     if tree is None:
         return None
     if isinstance(tree, dict):
+        if "$array" in tree and len(tree) == 1:
+            return tree  # already on the wire's form
         return {str(k): encode_tree(v) for k, v in tree.items()}
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):
         return [encode_tree(v) for v in tree]

@@ -115,3 +115,23 @@ def test_register_refuses_what_cannot_be_a_model(api) -> None:
     assert info.value.status_code == 400 and "nope" in info.value.message
     with pytest.raises(BadRequestError):
         api.models.register("bad name!", "sum(x)", params=["x"])
+
+
+def test_listing_follows_every_page() -> None:
+    """c.models.list() returns the whole registry, however many pages the server splits it into."""
+    import httpx
+
+    from client import Client
+
+    pages = {None: {"models": [{"name": "a"}, {"name": "b"}], "next_cursor": "b"},
+             "b": {"models": [{"name": "c"}], "next_cursor": None}}
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("cursor")
+        seen.append(cursor)
+        return httpx.Response(200, json=pages[cursor])
+
+    with Client("http://nabla.test", transport=httpx.MockTransport(answer)) as c:
+        assert [m["name"] for m in c.models.list()] == ["a", "b", "c"]
+    assert seen == [None, "b"]
