@@ -23,6 +23,8 @@ from engine.errors import (
     EngineError,
     EscapedTracerError,
     GradientCheckError,
+    IntegerInputError,
+    NonScalarOutputError,
     TracerArrayConversionError,
 )
 from engine.expr import ExprError, Program, compile_expression  # noqa: E402
@@ -47,7 +49,7 @@ from engine.transforms import (
 __all__ = [
     "Array", "ConcretizationError", "ExprError", "GraphFormatError", "GraphFunction", "LimitExceeded",
     "Limits", "Program", "compile_expression", "load_graph", "optimize", "DifferentiationError", "EngineError",
-    "EscapedTracerError",
+    "EscapedTracerError", "IntegerInputError", "NonScalarOutputError",
     "Graph", "GradientCheckError", "ShapeDtypeStruct", "ShapedArray", "TracerArrayConversionError", "check_gradients",
     "config", "custom_vjp", "grad", "hessian", "jacfwd", "jacobian", "jacrev", "jit", "jvp",
     "make_graph", "nn", "numpy", "random", "scipy", "stop_gradient", "tree_util",

@@ -275,10 +275,20 @@ def check_deadline() -> None:
         raise DeadlineExceeded("the computation ran past its time limit and was stopped")
 
 
+# Under an element budget (a service request) arrays also have at most this many dimensions.
+MAX_BUDGETED_DIMENSIONS = 32
+
+
 def check_elements(shape: tuple[int, ...], what: str) -> None:
     limit = _element_budget[-1]
     if limit is None:
         return
+    if len(shape) > MAX_BUDGETED_DIMENSIONS:
+        from engine.limits import LimitExceeded
+
+        raise LimitExceeded(f"{what} would have {len(shape)} dimensions, over the limit of "
+                            f"{MAX_BUDGETED_DIMENSIONS} (max_dimensions)", limit="max_dimensions",
+                            value=len(shape), maximum=MAX_BUDGETED_DIMENSIONS)
     size = 1
     for n in shape:
         size *= int(n)

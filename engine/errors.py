@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EngineError(Exception):
     """Base class of every error the engine raises on purpose."""
@@ -42,3 +44,33 @@ class GradientCheckError(EngineError, AssertionError):
 
 class DeadlineExceeded(EngineError, TimeoutError):
     """A computation ran past the time it was given (see engine.core.deadline)."""
+
+
+class IntegerInputError(DifferentiationError):
+    """A value being differentiated has an integer or boolean dtype, so it has no derivative.
+
+    Structured so callers other than Python users (an HTTP service) can phrase their own advice:
+    `argnum` is the position of the argument among the function's positional arguments, `path`
+    the keys leading to the leaf inside it (`()` for the whole argument; dict keys, sequence
+    indices or attribute names), `dtype` the leaf's NumPy dtype, `param` the parameter's name
+    when the function's signature gives one (else None) and `transform` the transformation.
+    """
+
+    def __init__(self, message: str, *, argnum: int, dtype: Any, path: tuple[Any, ...] = (),
+                 param: str | None = None, transform: str = "grad") -> None:
+        super().__init__(message)
+        self.argnum = argnum
+        self.dtype = dtype
+        self.path = path
+        self.param = param
+        self.transform = transform
+
+
+class NonScalarOutputError(DifferentiationError):
+    """grad was given a function whose output is not a scalar; `shape` (a tuple) and `dtype`
+    (a NumPy dtype) describe the output it returned."""
+
+    def __init__(self, message: str, *, shape: tuple[int, ...], dtype: Any) -> None:
+        super().__init__(message)
+        self.shape = shape
+        self.dtype = dtype

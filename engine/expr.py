@@ -14,11 +14,17 @@ Integers are exact (64-bit) up to ±2**53 and refused beyond: arithmetic between
 constants is done in Python, and an integer outside int32 (JAX's default integer type) reaches
 the engine as an int64 array, never wrapped around. Integers that become shapes, counts,
 indices or exponents are checked against `Limits` before the operation runs.
+
+A parameter may be a pytree (a dict, list or tuple of arrays, nested): `params['W']`,
+`layers[0]['b']`, and names bound to parts of one, are resolved when the program is called or
+traced, when the structure is known. A whole dict or list is only ever subscripted, assigned to a
+name or returned; anywhere an array is needed it is refused, at the name, with its keys.
 """
 
 from __future__ import annotations
 
 import ast
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -189,6 +195,9 @@ class Program:
                                f"{limits.max_source_chars} (max_source_chars)",
                          "max_source_chars", len(source), limits.max_source_chars)
         self.params = self._check_params(params)
+        # The parameters by name for inspect.signature, so transformations (and their errors) can
+        # name them; an instance attribute, as a property would make inspect.signature(Program) fail.
+        self.__signature__ = _signature(self.params)
         try:
             tree = ast.parse(source, mode="exec")
         except SyntaxError as e:
@@ -264,7 +273,7 @@ class Program:
 
     def _check_expr(self, root: ast.expr, names: set[str]) -> None:
         stack: list[ast.AST] = [root]
-        call_args: set[int] = set()  # ids of the nodes that are direct arguments of a call
+        string_ok: set[int] = set()  # ids of the nodes that are a call's arguments or a subscript's key
         while stack:
             node = stack.pop()
             if isinstance(node, ast.Name):
@@ -278,9 +287,9 @@ class Program:
                 if isinstance(node.value, str):
                     if len(node.value) > 64:
                         raise _fail(node, "string arguments are limited to 64 characters")
-                    if id(node) not in call_args:
+                    if id(node) not in string_ok:
                         raise _fail(node, "a string is only allowed as a function argument (einsum's "
-                                          "subscripts, dtype=...)")
+                                          "subscripts, dtype=...) or as a key of a parameter (params['W'])")
                 elif node.value is not None and node.value is not Ellipsis and not isinstance(
                         node.value, (bool, int, float)):
                     raise _fail(node, f"constant {node.value!r} is not allowed (numbers only)")
@@ -296,7 +305,7 @@ class Program:
                 if fname not in FUNCTIONS:
                     raise _fail(node, f"unknown function {dotted!r}; allowed are engine.numpy, linalg., nn "
                                       "and special functions (GET /v1/ops lists them)")
-                call_args.update(id(a) for a in [*node.args, *(kw.value for kw in node.keywords)])
+                string_ok.update(id(a) for a in [*node.args, *(kw.value for kw in node.keywords)])
                 for kw in node.keywords:
                     if kw.arg is None:
                         raise _fail(node, "**kwargs unpacking is not allowed")
@@ -319,7 +328,9 @@ class Program:
                 if type(node.ops[0]) not in _COMPARE:
                     raise _fail(node, f"comparison {type(node.ops[0]).__name__} is not allowed")
             elif isinstance(node, ast.Subscript):
-                pass
+                # A key of a pytree parameter: one string as the whole index, not in a tuple or slice.
+                if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                    string_ok.add(id(node.slice))
             elif isinstance(node, (ast.Tuple, ast.List, ast.Slice, ast.Load)):
                 pass
             elif isinstance(node, ast.expr_context) or isinstance(node, (ast.operator, ast.unaryop, ast.cmpop)):
@@ -341,13 +352,30 @@ class Program:
     def __call__(self, *args: Any) -> Any:
         if len(args) != len(self.params):
             raise TypeError(f"this program takes {len(self.params)} argument(s) {self.params}, got {len(args)}")
-        env: dict[str, Any] = dict(zip(self.params, args))
+        env: dict[str, Any] = {p: _Tree.wrap(a, p) for p, a in zip(self.params, args)}
         budget, outer = self.limits.max_array_elements, _element_budget[-1]
         with element_budget(budget if outer is None else min(budget, outer)):  # a tighter enclosing one stays
             for name, value, _ in self.assignments:
-                env[name] = self._eval(value, env)
-            out = self._eval(self.output, env)
+                env[name] = self._eval(value, env)  # may be a part of a pytree: p = params['layers']
+            out = self._output(env)
         return tuple(_wide(o) for o in out) if isinstance(out, tuple) else _wide(out)
+
+    def _output(self, env: dict[str, Any]) -> Any:
+        """The last line's value; a whole pytree (or a part of one) may be returned, alone or as an
+        entry of the output tuple (e.g. has_aux's auxiliary data), as it is."""
+        node = self.output
+        if isinstance(node, (ast.Tuple, ast.List)):
+            items = [_Tree.unwrap(self._eval(e, env)) for e in node.elts]
+            return tuple(items) if isinstance(node, ast.Tuple) else items
+        return _Tree.unwrap(self._eval(node, env))
+
+    def _array(self, node: ast.expr, env: dict[str, Any]) -> Any:
+        """A value where an array (or a number) is needed: a whole dict or list is refused here,
+        at the construct that named it."""
+        value = self._eval(node, env)
+        if isinstance(value, _Tree):
+            raise _fail(node, value.not_an_array(_written(node)))
+        return value
 
     def _eval(self, node: ast.expr, env: dict[str, Any]) -> Any:
         try:
@@ -371,21 +399,27 @@ class Program:
                 return node.id == "True"
             return CONSTANTS[node.id]
         if isinstance(node, ast.BinOp):
-            return self._binop(node, self._eval(node.left, env), self._eval(node.right, env))
+            return self._binop(node, self._array(node.left, env), self._array(node.right, env))
         if isinstance(node, ast.UnaryOp):
-            operand = self._eval(node.operand, env)
+            operand = self._array(node.operand, env)
             if isinstance(node.op, ast.USub) and _is_number(operand):
                 return -operand
             return _UNARY[type(node.op)](_wide(operand))
         if isinstance(node, ast.Compare):
-            left, right = self._eval(node.left, env), self._eval(node.comparators[0], env)
+            left, right = self._array(node.left, env), self._array(node.comparators[0], env)
             return _COMPARE[type(node.ops[0])](_wide(left), _wide(right))
         if isinstance(node, (ast.Tuple, ast.List)):
-            items = [self._eval(e, env) for e in node.elts]
+            items = [self._array(e, env) for e in node.elts]
             return tuple(items) if isinstance(node, ast.Tuple) else items
         if isinstance(node, ast.Subscript):
-            target = jnp.asarray(_wide(self._eval(node.value, env)))
-            return target[self._index(node.slice, env)]
+            target = self._eval(node.value, env)
+            if isinstance(target, _Tree):
+                return self._subscript_tree(node, target, env)
+            if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                raise _fail(node, f"{_written(node.value)} is {_describe_leaf(target)}, not an object: it has no "
+                                  f"key {node.slice.value!r} (a string key indexes a dict parameter, "
+                                  "e.g. params['W'])")
+            return jnp.asarray(_wide(target))[self._index(node.slice, env)]
         if isinstance(node, ast.Call):
             return self._call(node, env)
         raise _fail(node, f"{type(node).__name__} is not allowed")
@@ -399,7 +433,7 @@ class Program:
 
     def _index(self, node: ast.expr, env: dict[str, Any]) -> Any:
         if isinstance(node, ast.Slice):
-            parts = [None if p is None else self._eval(p, env) for p in (node.lower, node.upper, node.step)]
+            parts = [None if p is None else self._array(p, env) for p in (node.lower, node.upper, node.step)]
             return slice(*parts)  # Python ints: a slice takes any integer, with Python's meaning
         if isinstance(node, ast.Tuple):
             return tuple(self._index(e, env) for e in node.elts)
@@ -407,13 +441,31 @@ class Program:
             return None
         if isinstance(node, ast.Constant) and node.value is Ellipsis:
             return Ellipsis
-        return self._eval(node, env)  # Python ints, and int64 index arrays, are checked against the axis
+        return self._array(node, env)  # Python ints, and int64 index arrays, are checked against the axis
+
+    def _subscript_tree(self, node: ast.Subscript, tree: _Tree, env: dict[str, Any]) -> Any:
+        """tree[key]: a dict by its key, a list or tuple by an integer index (negative from the end),
+        resolved now that the argument's structure is known."""
+        index = node.slice
+        if isinstance(index, ast.Constant) and isinstance(index.value, str):
+            key: Any = index.value
+        elif isinstance(index, (ast.Slice, ast.Tuple)) or (isinstance(index, ast.Constant) and (
+                index.value is None or index.value is Ellipsis)):
+            raise _fail(node, f"{tree.path}: {tree.kind()} is indexed by one key at a time, "
+                              f"e.g. {tree.example()}")
+        else:
+            key = _concrete_int(self._array(index, env))
+            if not _is_int(key):
+                got = _describe(key) if _is_number(key) else _describe_leaf(key)
+                raise _fail(node, f"{tree.path}: {tree.kind()} is indexed by a key string or an integer "
+                                  f"constant, e.g. {tree.example()}; got {got}")
+        return tree.get(node, key)
 
     def _call(self, node: ast.Call, env: dict[str, Any]) -> Any:
         fname = _function_name(_dotted(node.func))
         fn = FUNCTIONS[fname]
-        args = [self._eval(a, env) for a in node.args]
-        kwargs = {kw.arg: self._eval(kw.value, env) for kw in node.keywords}
+        args = [self._array(a, env) for a in node.args]
+        kwargs = {kw.arg: self._array(kw.value, env) for kw in node.keywords}
         if "dtype" in kwargs and kwargs["dtype"] is not None and kwargs["dtype"] not in _DTYPES:
             raise _fail(node, f"dtype must be one of {', '.join(_DTYPES)}")
         if fname == "einsum" and (not args or not isinstance(args[0], str)):
@@ -526,6 +578,87 @@ _INT_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: 
 _SHAPE_ARGUMENT = {"zeros": (0, "shape"), "ones": (0, "shape"), "full": (0, "shape"),
                    "reshape": (1, "newshape", "shape"), "broadcast_to": (1, "shape"), "zeros_like": (2, "shape"),
                    "ones_like": (2, "shape"), "full_like": (3, "shape")}
+
+
+def _signature(params: list[str]) -> inspect.Signature | None:
+    try:
+        return inspect.Signature([inspect.Parameter(p, inspect.Parameter.POSITIONAL_ONLY) for p in params])
+    except ValueError:  # a parameter named like a Python keyword: legal here, not in a Signature
+        return None
+
+
+class _Tree:
+    """A dict, list or tuple of the arguments (or a part of one) as the program holds it: it can be
+    subscripted, bound to a name and returned, and nothing else. `path` says how it is reached
+    from its parameter (`params['layers'][0]`), for messages."""
+
+    __slots__ = ("path", "value")
+
+    def __init__(self, value: dict | list | tuple, path: str) -> None:
+        self.value = value
+        self.path = path
+
+    @staticmethod
+    def wrap(value: Any, path: str) -> Any:
+        return _Tree(value, path) if isinstance(value, (dict, list, tuple)) else value
+
+    @staticmethod
+    def unwrap(value: Any) -> Any:
+        return value.value if isinstance(value, _Tree) else value
+
+    def kind(self) -> str:
+        if isinstance(self.value, dict):
+            return f"an object with keys {_keys(self.value)}" if self.value else "an empty object"
+        noun = "list" if isinstance(self.value, list) else "tuple"
+        return f"a {noun} of {len(self.value)} entr{'y' if len(self.value) == 1 else 'ies'}"
+
+    def example(self, written: str | None = None) -> str:
+        first = min(self.value, key=str, default="W") if isinstance(self.value, dict) else 0
+        return f"{written or self.path}[{first!r}]"
+
+    def not_an_array(self, written: str) -> str:
+        who = written if written == self.path else f"{written} ({self.path})"
+        return f"{who} is {self.kind()}, not an array: index it, e.g. {self.example(written)}"
+
+    def get(self, node: ast.AST, key: Any) -> Any:
+        here = f"{self.path}[{key!r}]"
+        if isinstance(self.value, dict):
+            if key not in self.value:
+                raise _fail(node, f"{here}: no key {key!r}; {self.path} has keys {_keys(self.value)}")
+            return _Tree.wrap(self.value[key], here)
+        n = len(self.value)
+        if not _is_int(key):
+            raise _fail(node, f"{here}: {self.path} is {self.kind()}; index it with an integer, e.g. "
+                              f"{self.path}[0]")
+        if not -n <= key < n:
+            valid = f"valid indices are 0..{n - 1}, or -{n}..-1 from the end" if n else "it is empty"
+            raise _fail(node, f"{here}: index {key} is out of range; {self.path} is {self.kind()}: {valid}")
+        return _Tree.wrap(self.value[key], here)
+
+
+_MAX_KEYS_SHOWN = 20
+
+
+def _keys(d: dict) -> str:
+    """A dict's keys for a message, sorted (as pytrees order them). The keys come from the caller's
+    data, not the program: a long list, and a long key, are cut short to keep the message small."""
+    keys = sorted(d, key=str)
+    shown = [r if len(r) <= 40 else r[:37] + "..." for r in map(repr, keys[:_MAX_KEYS_SHOWN])]
+    more = f", ... ({len(keys)} keys)" if len(keys) > _MAX_KEYS_SHOWN else ""
+    return f"[{', '.join(shown)}{more}]"
+
+
+def _written(node: ast.AST) -> str:
+    """A construct as the program writes it, cut short for a message."""
+    text = ast.unparse(node)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe_leaf(x: Any) -> str:
+    shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"an array of shape {tuple(shape)} and dtype {dtype}"
+    return f"a {type(x).__name__}"
 
 
 def _is_int(x: Any) -> bool:

@@ -17,8 +17,11 @@ import numpy as np
 
 from engine.core import Graph, Literal, Tracer, Var, check_deadline
 
-# A cooperative deadline check is emitted every this many equations.
+# A cooperative deadline check is emitted every this many equations, and before every equation
+# whose cost grows faster than its operands' size (a chain of large products must not run on for
+# 32 steps past its deadline).
 DEADLINE_EVERY = 32
+_SUPERLINEAR = frozenset({"matmul", "einsum", "solve", "inv", "cholesky", "det", "det_sign", "logabsdet"})
 
 # Elementwise primitives that are NumPy ufuncs: they can write into a dying operand's buffer.
 _UFUNCS = {
@@ -128,7 +131,7 @@ def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[lis
                        and a not in outputs and a not in invars and names[a].startswith("v")})
         if dead:
             lines.append(f"del {', '.join(dead)}")
-        if check_deadlines and k % DEADLINE_EVERY == DEADLINE_EVERY - 1:
+        if check_deadlines and (k % DEADLINE_EVERY == DEADLINE_EVERY - 1 or eqn.prim.name in _SUPERLINEAR):
             lines.append("_check_deadline()")
     result = ", ".join(atom(a) for a in graph.outvars)
     body = "\n    ".join(lines) if lines else "pass"

@@ -41,7 +41,7 @@ FORMAT = "nabla.graph/1"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "graph-v1.json"
 DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
           "uint32", "uint64", "bool")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")  # fullmatch: "$" would let a trailing newline in
 
 
 class GraphFormatError(EngineError, ValueError):
@@ -512,7 +512,7 @@ class GraphFunction:
                     aval = ShapedArray(shape, np.dtype(dtype))
             else:
                 raise GraphFormatError(f"params[{i}] must be a name or an object with a name", field="params")
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise GraphFormatError(f"params[{i}]: {name!r} is not a valid name (letters, digits, _ . : -; "
                                        "starting with a letter or _)", field="params")
             if name in names:
@@ -527,7 +527,7 @@ class GraphFunction:
         out = {}
         total = 0
         for name, spec in constants.items():
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise GraphFormatError(f"constant name {name!r} is not a valid name", field="constants")
             if name in self.params:
                 raise GraphFormatError(f"constant {name!r} has the name of a parameter", field="constants")
@@ -553,7 +553,7 @@ class GraphFunction:
             if not isinstance(node, dict):
                 raise GraphFormatError(f"nodes[{k}] must be an object", node=f"#{k}")
             node_id = node.get("id")
-            if not isinstance(node_id, str) or not _NAME.match(node_id):
+            if not isinstance(node_id, str) or not _NAME.fullmatch(node_id):
                 raise GraphFormatError(f"nodes[{k}]: id must be a name string, got {json.dumps(node_id)[:40]}",
                                        node=f"#{k}")
             if node_id in defined:

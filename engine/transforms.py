@@ -4,6 +4,7 @@ make_graph. Each traces the user's function into a graph and runs an interpreter
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 from engine import ad
 from engine.array import Array
 from engine.core import Graph, ShapedArray, Tracer, aval_of, concrete_value, end_trace, new_trace
-from engine.errors import DifferentiationError
+from engine.errors import DifferentiationError, IntegerInputError, NonScalarOutputError
 from engine.numpy._base import asarray
 from engine.tree_util import tree_flatten, tree_structure, tree_unflatten
 
@@ -127,7 +128,7 @@ def _normalize_argnums(argnums: int | Sequence[int], nargs: int, fname: str) -> 
 
 
 def _check_differentiable_inputs(leaves: list[Any], in_tree: Any, argnums: tuple[int, ...],
-                                 fname: str, allow_int: bool) -> list[bool]:
+                                 fname: str, allow_int: bool, fun: Callable[..., Any] | None = None) -> list[bool]:
     wrt = []
     paths = None
     for k, x in enumerate(leaves):
@@ -138,17 +139,48 @@ def _check_differentiable_inputs(leaves: list[Any], in_tree: Any, argnums: tuple
 
                 paths = [p for p, _ in tree_flatten_with_path(tree_unflatten(in_tree, leaves))[0]]
             # The first key picks the argument among args[argnums]; the rest is the path inside it.
-            where = f"argument {argnums[paths[k][0].idx]}"
+            argnum = argnums[paths[k][0].idx]
+            where = f"argument {argnum}"
             if len(paths[k]) > 1:
                 where += f" at leaf {keystr(paths[k][1:])}"
-            raise DifferentiationError(
+            raise IntegerInputError(
                 f"{fname} requires floating-point inputs, but {where} "
                 f"has dtype {x.dtype}. Integer and boolean values have no derivative: convert the "
                 "input with .astype(jnp.float32), move it out of argnums, or pass allow_int=True "
-                "to get zeros for it."
+                "to get zeros for it.",
+                argnum=argnum, dtype=x.dtype, path=tuple(_raw_key(p) for p in paths[k][1:]),
+                param=_param_name(fun, argnum), transform=fname,
             )
         wrt.append(ok)
     return wrt
+
+
+def _raw_key(key: Any) -> Any:
+    """A key path entry as the plain key it stands for: a dict key, an index or an attribute name."""
+    from engine.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
+
+    if isinstance(key, (DictKey, FlattenedIndexKey)):
+        return key.key
+    if isinstance(key, SequenceKey):
+        return key.idx
+    if isinstance(key, GetAttrKey):
+        return key.name
+    return key
+
+
+def _param_name(fun: Callable[..., Any] | None, argnum: int) -> str | None:
+    """The name of fun's positional parameter `argnum`, if its signature has one. Only an error
+    needs it (so a caller that is not Python can name the argument), so it is looked up there."""
+    if fun is None:
+        return None
+    try:
+        params = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):  # builtins and other callables without a signature
+        return None
+    if argnum < len(params) and params[argnum].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                        inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        return params[argnum].name
+    return None
 
 
 # ----------------------------------------------------------------------------- grad
@@ -163,7 +195,7 @@ def value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, ha
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         nums = _normalize_argnums(argnums, len(args), fname if not wrapped._as_grad else "grad")
         tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
-        wrt = _check_differentiable_inputs(leaves, in_tree, nums, "grad", allow_int)
+        wrt = _check_differentiable_inputs(leaves, in_tree, nums, "grad", allow_int, fun)
         if tf.n_main != 1 or tf.out_tree.num_leaves != 1:
             raise DifferentiationError(
                 f"grad requires a function with a single scalar output, but it returned "
@@ -172,10 +204,11 @@ def value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, ha
             )
         out_aval = _graph_out_aval(tf.graph, 0)
         if out_aval.shape != ():
-            raise DifferentiationError(
+            raise NonScalarOutputError(
                 f"grad requires a scalar-output function, but the output has shape {out_aval.shape} "
                 f"(dtype {out_aval.dtype}). Reduce it to a scalar (e.g. `.sum()`, or index one "
-                "element), or use jacrev/jacobian for a non-scalar output."
+                "element), or use jacrev/jacobian for a non-scalar output.",
+                shape=tuple(out_aval.shape), dtype=out_aval.dtype,
             )
         if out_aval.dtype.kind not in "fc":
             raise DifferentiationError(
@@ -420,7 +453,7 @@ def jacrev(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: b
 
         nums = _normalize_argnums(argnums, len(args), "jacrev")
         tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
-        wrt = _check_differentiable_inputs(leaves, in_tree, nums, "jacrev", allow_int)
+        wrt = _check_differentiable_inputs(leaves, in_tree, nums, "jacrev", allow_int, fun)
         n = tf.n_main
         batched = _batched_jacobian(tf, leaves, wrt, "rev")
         if batched is not None:

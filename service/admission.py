@@ -39,6 +39,7 @@ class Budget:
     max_array_elements: int
     max_response_bytes: int
     max_request_bytes: int
+    max_dimensions: int = 32
 
 
 def refuse(what: str, requested: int, maximum: int, setting: str, advice: str) -> LimitExceededError:
@@ -66,6 +67,9 @@ def encoded_bytes(shape: Sequence[int], dtype: np.dtype, encoding: str) -> int:
 
 
 def check_array(shape: Sequence[int], what: str, budget: Budget) -> None:
+    if len(shape) > budget.max_dimensions:
+        raise refuse(f"{what} would have {len(shape)} dimensions, so its dimension count", len(shape),
+                     budget.max_dimensions, "NABLA_MAX_DIMENSIONS", "ask for a derivative of fewer dimensions")
     size = elements(shape)
     if size > budget.max_array_elements:
         raise refuse(f"{what} would have shape {list(shape)}, so its element count", size,
@@ -83,6 +87,17 @@ def check_response(results: Sequence[tuple[Sequence[int], np.dtype]], encoding: 
         raise refuse(f"the {encoding}-encoded response would take up to this many bytes", total,
                      budget.max_response_bytes, "NABLA_MAX_RESPONSE_BYTES", advice)
     return total
+
+
+PARSED_VALUE_BYTES = 40  # a Python float (24) or small object, plus its slot in a list or dict
+
+
+def check_parse(values: int, body_bytes: int, budget: Budget) -> None:
+    predicted = values * PARSED_VALUE_BYTES
+    if predicted > budget.max_request_bytes:
+        raise refuse(f"the JSON body ({body_bytes} bytes) holds about {values} values, which would take this many "
+                     "bytes once parsed", predicted, budget.max_request_bytes, "NABLA_MAX_REQUEST_BYTES",
+                     "send large arrays as base64 $array leaves")
 
 
 def check_memory(input_bytes: int, peak_bytes: int, result_bytes: int, response_bytes: int, budget: Budget) -> None:

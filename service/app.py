@@ -52,7 +52,7 @@ from service.store import Registry, StoreError
 log = logging.getLogger("nabla")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-_JSON_TYPE = re.compile(r"application/(?:[a-z0-9.+-]+\+)?json", re.I)
+_JSON_TYPE = re.compile(r"application/json", re.I)
 
 
 class _BodyTooLarge(Exception):

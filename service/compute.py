@@ -7,6 +7,7 @@ intermediates refused before anything is allocated, then reused by every request
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -80,6 +81,7 @@ def check_argnums(opts: Options, nargs: int) -> None:
 
 def _as_pair(fn: Callable[..., Any]) -> Callable[..., Any]:
     """With has_aux, a function returning (out, a, b, ...) means (out, (a, b, ...))."""
+    @functools.wraps(fn)  # keeps the parameter names that error messages quote
     def paired(*args: Any) -> Any:
         out = fn(*args)
         if isinstance(out, tuple) and len(out) > 2:

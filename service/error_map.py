@@ -50,6 +50,8 @@ SETTING_OF_LIMIT = {
     "max_depth": "NABLA_MAX_EXPRESSION_DEPTH",
     "max_constant_elements": "NABLA_MAX_CONSTANT_ELEMENTS",
     "max_dimensions": "NABLA_MAX_DIMENSIONS",
+    "max_integer_power": "NABLA_MAX_INTEGER_POWER",
+    "max_repeats": "NABLA_MAX_REPEATS",
 }
 
 

@@ -70,6 +70,15 @@ class TreeBudget:
                                       "maximum": self.max_leaves})
         self.bytes += 8 * size
 
+    def node(self, where: str) -> None:
+        """A pytree node that is not an array (a null, an object, an empty list)."""
+        self.leaves += 1
+        if self.leaves > self.max_leaves:
+            raise LimitExceededError(f"{where}: the request has more than {self.max_leaves} pytree nodes "
+                                     "(NABLA_MAX_LEAVES); send large data as arrays, not as many small values",
+                                     {"path": where, "limit": "NABLA_MAX_LEAVES", "requested": self.leaves,
+                                      "maximum": self.max_leaves})
+
 
 def _depth_ok(obj: Any, max_depth: int, where: str) -> None:
     stack = [(obj, 0)]
@@ -87,9 +96,10 @@ def _depth_ok(obj: Any, max_depth: int, where: str) -> None:
 
 
 def decode_array(spec: Any, where: str, budget: TreeBudget) -> np.ndarray:
-    if not isinstance(spec, dict) or not {"dtype", "shape", "data"} <= set(spec):
-        raise InvalidArgument(f"{where}: a $array leaf needs dtype, shape and data",
-                              {"path": where})
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data"}:
+        raise InvalidArgument(f"{where}: a $array leaf has exactly dtype, shape and data" + (
+            f" (not {sorted(set(spec) - {'dtype', 'shape', 'data'})})" if isinstance(spec, dict) else ""),
+            {"path": where})
     dtype_name, shape, data = spec["dtype"], spec["shape"], spec["data"]
     if dtype_name not in DTYPES:
         raise InvalidArgument(f"{where}: unsupported dtype {dtype_name!r}; use one of {', '.join(DTYPES)}",
@@ -140,7 +150,11 @@ def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudge
         arr = _as_array(obj)
     except (ValueError, TypeError, RecursionError):
         return None  # ragged: a list of subtrees
-    if arr.dtype == object or arr.ndim > 32:
+    if arr.ndim > budget.max_dimensions:
+        raise LimitExceededError(f"{where}: {arr.ndim} dimensions, over the limit of {budget.max_dimensions} "
+                                 "(NABLA_MAX_DIMENSIONS)", {"path": where, "limit": "NABLA_MAX_DIMENSIONS",
+                                                            "requested": arr.ndim, "maximum": budget.max_dimensions})
+    if arr.dtype == object:
         return None
     if arr.dtype.kind == "U":
         arr = _with_specials(obj)
@@ -227,6 +241,8 @@ def decode_tree(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget,
 
 
 def _decode(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget, spec: Any, override: bool) -> Any:
+    if obj is None or (isinstance(obj, dict) and "$array" not in obj) or isinstance(obj, list) and not obj:
+        budget.node(where)  # nulls and containers cost tracing time too, though they hold no data
     if obj is None:
         return None
     typed = is_leaf(spec)

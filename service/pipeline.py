@@ -32,7 +32,7 @@ from engine.core import deadline
 from engine.primitives import PRIMITIVES
 from engine.serialize import DTYPES
 from engine.tree_util import tree_flatten, tree_map
-from service import model_schema
+from service import admission, model_schema
 from service import requests as R
 from service.admission import Budget
 from service.builtin_models import BUILTIN_MODELS
@@ -110,23 +110,52 @@ class Result:
     encoding: str = "json"
 
 
-def parse_json(raw: bytes) -> Any:
-    """The body as JSON. Numbers must fit a double (1e400 is refused, not read as infinity). The
-    bare NaN/Infinity tokens that Python's json module writes are read too (the standard has
-    no such tokens; the strings "NaN", "Infinity" and "-Infinity" are the portable spelling)."""
+def parse_json(raw: bytes, max_depth: int = 32) -> Any:
+    """The body as JSON. Numbers must fit a double (1e400 is refused, not read as infinity) and
+    integers are exact (the fast parser would turn one past 64 bits into a float). The bare
+    NaN/Infinity tokens that Python's json module writes are read too (the standard has no such
+    tokens; the strings "NaN", "Infinity" and "-Infinity" are the portable spelling). Strings
+    must be valid Unicode (no lone surrogate escapes)."""
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object")
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            return _parse_slowly(raw, e, max_depth)
+        return _no_lone_surrogates(raw, body)
+    return _parse_slowly(raw, None, max_depth)
+
+
+# 19 digits or more: an integer that may not fit 64 bits (or a decimal with more digits than a
+# double holds): read exactly by the standard library's parser.
+_LONG_DIGITS = re.compile(rb"\d{19,}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _parse_slowly(raw: bytes, first_error: Exception | None, max_depth: int) -> Any:
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        first_error = e
-    try:  # the slow path, only for bodies the strict parser refused
-        return json.loads(raw, parse_constant=_SPECIAL_TOKENS.__getitem__, parse_float=_finite_float)
+        body = json.loads(raw, parse_constant=_SPECIAL_TOKENS.__getitem__, parse_float=_finite_float)
     except RecursionError:
-        raise LimitExceededError("the JSON body is nested too deeply",
-                                 {"limit": "NABLA_MAX_DEPTH", "maximum": 1000}) from None
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest(f"the body is not valid JSON: {first_error}", {"position": first_error.pos}) from None
+        raise LimitExceededError(f"the JSON body is nested more than {max_depth} levels deep (NABLA_MAX_DEPTH)",
+                                 {"limit": "NABLA_MAX_DEPTH", "requested": 1000, "maximum": max_depth}) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        error = first_error or e
+        raise InvalidRequest(f"the body is not valid JSON: {error}",
+                             {"position": getattr(error, "pos", None)}) from None
+    return _no_lone_surrogates(raw, body)
+
+
+def _no_lone_surrogates(raw: bytes, body: Any) -> Any:
+    # Only an escape (\ud800) can put a surrogate in a parsed string; a lone one cannot be
+    # stored, logged or written back as UTF-8. Checked only when such an escape appears.
+    if _SURROGATE_ESCAPE.search(raw) is not None:
+        try:
+            orjson.dumps(body)
+        except TypeError:
+            raise InvalidRequest("the body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff without its "
+                                 "pair): strings must be valid Unicode") from None
+    return body
 
 
 _SPECIAL_TOKENS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
@@ -190,7 +219,8 @@ class Pipeline:
                                          refresh_s=settings.registry_refresh_s)
         self.plans = PlanCache(settings.plan_cache_size, settings.plan_cache_bytes)
         self.metrics = Metrics()
-        self.budget = Budget(settings.max_array_elements, settings.max_response_bytes, settings.max_request_bytes)
+        self.budget = Budget(settings.max_array_elements, settings.max_response_bytes, settings.max_request_bytes,
+                             settings.max_dimensions)
         for definition in self.repository.values():  # typed like registered models, checked at start
             fn, params, _ = compile_spec(definition["function"], self.limits)
             constants = decode_constants(definition.get("constants") or {}, self.limits, declared_schema(fn, params))
@@ -221,7 +251,7 @@ class Pipeline:
             error = InternalError("an internal error occurred; it has been logged with this request id",
                                   {"exception": type(e).__name__})
         self.metrics.observe_error(error.type)
-        return Reply(error.status, orjson.dumps(error.body(request_id)), dict(error.headers), error.type)
+        return Reply(error.status, _error_bytes(error.body(request_id)), dict(error.headers), error.type)
 
     def _dispatch(self, call: Call) -> Result:
         op = call.operation
@@ -252,7 +282,7 @@ class Pipeline:
         if transform not in models:
             raise NotFound(f"unknown transform {transform!r}; use one of {', '.join(R.TRANSFORMS)}",
                            {"transform": transform})
-        body = parse_json(raw)
+        body = self.parse(raw)
         if model is not None and isinstance(body, dict) and "function" in body:
             raise InvalidRequest("the model is named in the path; leave `function` out of the body")
         request = validate(models[transform], body, transform)
@@ -306,13 +336,21 @@ class Pipeline:
             out.append((decoded, spec))
         return out
 
+    def parse(self, raw: bytes) -> Any:
+        """The body as JSON, after predicting what parsing it costs: every JSON value becomes a
+        Python object of some 40 bytes, and values are separated by commas and colons (a count at
+        memory speed), so a body of many small numbers is refused before it is parsed."""
+        values = raw.count(b",") + raw.count(b":") + 1
+        admission.check_parse(values, len(raw), self.budget)
+        return parse_json(raw, self.settings.max_depth)
+
     def tree_budget(self) -> TreeBudget:
         s = self.settings
         return TreeBudget(s.max_array_elements, s.max_total_elements, s.max_depth, max_leaves=s.max_leaves,
                           max_dimensions=s.max_dimensions)
 
     def shapes(self, raw: bytes) -> dict[str, Any]:
-        body = parse_json(raw)
+        body = self.parse(raw)
         request = validate(R.ShapesRequest, body, "shapes")
         function = self.resolver.resolve(body["function"])
         if len(request.args) != len(function.params):
@@ -326,7 +364,7 @@ class Pipeline:
     # ------------------------------------------------------------------ models
 
     def register(self, raw: bytes, idempotency_key: str | None) -> Result:
-        body = parse_json(raw)
+        body = self.parse(raw)
         request = validate(R.RegisterRequest, body, "register")
         name = request.name
         if name in BUILTIN_MODELS or name in self.repository:
@@ -342,6 +380,7 @@ class Pipeline:
                                  f"parameters are {params}")
         free = [p for p in params if p not in constants]
         schema = self.model_schema(fn, free, constants, request.schema_, request.example_args)
+        self.trace_if_typed(Function("registration", free, _bind(fn, list(fn.params), constants)), schema)
         registration = self.registry.register(
             name, function, encode_constants(constants), request.description, free, nodes,
             idempotency_key=idempotency_key, request_hash=hashlib.sha256(raw).hexdigest() if idempotency_key else None,
@@ -373,6 +412,15 @@ class Pipeline:
             abstract_shapes(bound, [_shape_struct(a) for a in decoded], self.settings.max_array_elements)
             return {p: model_schema.infer(a) for p, a in zip(free, decoded)}
         return declared_schema(fn, free)
+
+    def trace_if_typed(self, function: Function, schema: dict[str, Any] | None) -> None:
+        """A model whose every parameter has concrete shapes is traced once at registration, so a
+        graph that cannot run on them (operands that do not fit, a literal outside its operand's
+        dtype) is refused now rather than on every call."""
+        specs = [(schema or {}).get(p) for p in function.params]
+        if any(s is None for s in specs) or not all(_concrete(s) for s in specs):
+            return
+        abstract_shapes(function, [_abstract(s) for s in specs], self.settings.max_array_elements)
 
     def list_models(self, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
         """Models by name, `limit` at a time; `next_cursor` continues the list (null at its end)."""
@@ -452,6 +500,26 @@ class Pipeline:
         return {"name": name, "deleted_versions": deleted}
 
 
+def _concrete(spec: Any) -> bool:
+    if model_schema.is_leaf(spec):
+        return all(isinstance(d, int) for d in spec["shape"])
+    if isinstance(spec, dict):
+        return all(_concrete(v) for v in spec.values())
+    if isinstance(spec, list):
+        return all(_concrete(v) for v in spec)
+    return True
+
+
+def _abstract(spec: Any) -> Any:
+    if model_schema.is_leaf(spec):
+        return engine.ShapeDtypeStruct(tuple(spec["shape"]), spec["dtype"])
+    if isinstance(spec, dict):
+        return {k: _abstract(v) for k, v in spec.items()}
+    if isinstance(spec, list):
+        return [_abstract(v) for v in spec]
+    return spec
+
+
 def _bind(fn: Any, params: list[str], constants: dict[str, Any]) -> Any:
     return bind_constants(fn, params, constants)[0]
 
@@ -473,6 +541,16 @@ def _check_name(name: str) -> None:
     if not _NAME.fullmatch(name):
         raise NotFound(f"no model named {name[:80]!r}: names are letters, digits, '_', '.' or '-'",
                        {"model": name[:80]})
+
+
+def _error_bytes(body: dict[str, Any]) -> bytes:
+    """An error body as JSON, whatever figures or text it quotes: integers past 64 bits and
+    unpaired surrogates make orjson refuse, and the standard library writes them (as digits and
+    as \\u escapes)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, default=str).encode()
 
 
 def _dtype(name: str | None) -> np.dtype:

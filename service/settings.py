@@ -38,6 +38,8 @@ class Settings(BaseSettings):
                                       description="nesting depth of an expression's syntax tree")
     max_constant_elements: int = Field(10_000_000, description="elements of a model's or graph's constants")
     max_dimensions: int = Field(32, ge=1, le=32, description="dimensions of any array")
+    max_integer_power: int = Field(1000, ge=1, description="largest integer exponent in a function (x ** n)")
+    max_repeats: int = Field(100_000, ge=1, description="largest repeat or tile count in a function")
     max_leaves: int = Field(10_000, ge=1, description="array leaves in a request's argument pytrees")
     max_response_bytes: int = Field(128 * 1024 * 1024, description="predicted size of an encoded response")
     max_request_bytes: int = Field(512 * 1024 * 1024,
@@ -75,4 +77,5 @@ class Settings(BaseSettings):
             max_source_chars=self.max_expression_chars, max_nodes=self.max_graph_nodes,
             max_depth=self.max_expression_depth, max_constant_elements=self.max_constant_elements,
             max_array_elements=self.max_array_elements, max_dimensions=self.max_dimensions,
+            max_integer_power=self.max_integer_power, max_repeats=self.max_repeats,
         )
