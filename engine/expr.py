@@ -159,6 +159,10 @@ def _fail(node: ast.AST, message: str, kind: str = "invalid") -> ExprError:
     return cls(message, *_loc(node), kind=kind)
 
 
+# Creation functions whose values come from the program and take a dtype.
+_VALUES_WITH_DTYPE = frozenset({"array", "asarray", "full", "arange", "linspace"})
+
+
 def _limit(node: ast.AST | None, message: str, limit: str, value: int, maximum: int) -> ExprLimitError:
     line, col = _loc(node) if node is not None else (None, None)
     return ExprLimitError(message, line, col, limit=limit, value=value, maximum=maximum)
@@ -198,13 +202,17 @@ class Program:
         # The parameters by name for inspect.signature, so transformations (and their errors) can
         # name them; an instance attribute, as a property would make inspect.signature(Program) fail.
         self.__signature__ = _signature(self.params)
+        if "\0" in source:  # Python's parser refuses it without saying where
+            before = source[:source.index("\0")]
+            raise ExprError("a NUL character is not allowed in an expression", before.count("\n") + 1,
+                            len(before) - (before.rfind("\n") + 1) + 1)
         try:
             tree = ast.parse(source, mode="exec")
         except SyntaxError as e:
             raise ExprError(f"syntax error: {e.msg}", e.lineno, e.offset) from None
         except (RecursionError, MemoryError):  # Python's parser gave up, far deeper than max_depth
-            raise _limit(None, "the expression is nested too deeply to parse", "max_depth",
-                         limits.max_depth + 1, limits.max_depth) from None
+            raise _limit(None, f"the expression is nested too deeply to parse (more than {limits.max_depth} "
+                         "levels, max_depth)", "max_depth", limits.max_depth + 1, limits.max_depth) from None
         self._check_size(tree)
         self.assignments, self.output = self._split(tree)
         self._validate()
@@ -475,7 +483,30 @@ class Program:
         self._check_arguments(node, fname, args, kwargs)
         if fname == "arange" and "dtype" not in kwargs and any(_is_int(a) and _wide(a) is not a for a in args):
             kwargs["dtype"] = "int64"  # the default int32 would wrap bounds beyond it around
-        return fn(*[_wide(a) for a in args], **{k: _wide(v) for k, v in kwargs.items()})
+        out = fn(*[_wide(a) for a in args], **{k: _wide(v) for k, v in kwargs.items()})
+        if fname in _VALUES_WITH_DTYPE and kwargs.get("dtype") is not None:
+            self._check_in_range(node, fname, fn, args, kwargs, out)
+        return out
+
+    def _check_in_range(self, node: ast.Call, fname: str, fn: Any, args: list[Any], kwargs: dict[str, Any],
+                        out: Any) -> None:
+        """Values written in the program must fit the dtype they ask for: `array([1000],
+        dtype="int8")` would wrap around to -24, and float16 would make 1e5 infinite."""
+        dtype = np.dtype(kwargs["dtype"])
+        if dtype.kind not in "iuf" or dtype.itemsize >= 8:
+            return
+        wide = "int64" if dtype.kind in "iu" else "float64"
+        reference = fn(*[_wide(a) for a in args], **{**{k: _wide(v) for k, v in kwargs.items()}, "dtype": wide})
+        if isinstance(reference, Tracer) or isinstance(out, Tracer):
+            return  # a traced value: its range is the caller's to check, like any computation
+        got, want = np.asarray(getattr(out, "_value", out)), np.asarray(getattr(reference, "_value", reference))
+        if got.shape != want.shape:
+            return
+        with np.errstate(all="ignore"):
+            wrapped = (got.astype(wide) != want) if dtype.kind in "iu" else (np.isfinite(want) & ~np.isfinite(got))
+        if np.any(wrapped):
+            bad = want[wrapped].reshape(-1)[0]
+            raise _fail(node, f"{fname}: the value {bad} does not fit dtype {dtype.name}", kind="value")
 
     def _check_arguments(self, node: ast.Call, fname: str, args: list[Any], kwargs: dict[str, Any]) -> None:
         """Integers that become sizes, counts or exponents, checked before the function sees them."""

@@ -163,6 +163,10 @@ def _as_floats(raw: np.ndarray, dtype: np.dtype, where: str, at: dict[str, Any])
     for pos, v in np.ndenumerate(raw):
         if not isinstance(v, (int, float)):
             raise GraphFormatError(f"{where}: {repr(v)[:40]}{_at(pos)} is not a number", **at)
+        # an integer past 64 bits, checked exactly: as a float, -2**63 - 1 rounds to -2**63
+        if isinstance(v, int) and dtype.kind in "iu" and not np.iinfo(dtype).min <= v <= np.iinfo(dtype).max:
+            raise GraphFormatError(f"{where}: {_show(v)}{_at(pos)} does not fit {dtype.name} "
+                                   f"({_holds(dtype)})", **at)
         try:
             out[pos] = float(v)
         except OverflowError:
@@ -264,10 +268,13 @@ def _attr_to_json(value: Any) -> Any:
 
 
 def _int(value: Any, where: str, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer attribute; never past int64 (a slice stop of 10**400 would reach NumPy)."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise GraphFormatError(f"{where} must be an integer, got {json.dumps(value)[:40]}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise GraphFormatError(f"{where} = {value} is out of range [{lo}, {hi}]")
+    lo = -(2**63) if lo is None else lo
+    hi = 2**63 - 1 if hi is None else hi
+    if not lo <= value <= hi:
+        raise GraphFormatError(f"{where} = {str(value)[:40]} is out of range [{lo}, {hi}]")
     return value
 
 

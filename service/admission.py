@@ -40,6 +40,8 @@ class Budget:
     max_response_bytes: int
     max_request_bytes: int
     max_dimensions: int = 32
+    max_plan_nodes: int = 50_000
+    max_json_members: int = 100_000
 
 
 def refuse(what: str, requested: int, maximum: int, setting: str, advice: str) -> LimitExceededError:
@@ -92,7 +94,25 @@ def check_response(results: Sequence[tuple[Sequence[int], np.dtype]], encoding: 
 PARSED_VALUE_BYTES = 40  # a Python float (24) or small object, plus its slot in a list or dict
 
 
-def check_parse(values: int, body_bytes: int, budget: Budget) -> None:
+def check_plan(operations: int, budget: Budget, before_optimising: bool = False) -> None:
+    """Compiling a plan is one call that holds the interpreter (about 10 us an operation); a traced
+    derivative may have up to 4 times as many before the optimiser shrinks it."""
+    maximum = budget.max_plan_nodes * (4 if before_optimising else 1)
+    if operations > maximum:
+        what = "the traced derivative has" if before_optimising else "the compiled derivative would have"
+        raise refuse(f"{what} this many operations", operations, maximum, "NABLA_MAX_PLAN_NODES",
+                     "ask for a lower order, or a shorter function")
+
+
+def check_parse(values: int, members: int, body_bytes: int, budget: Budget) -> None:
+    """Before parsing: object members (key: value pairs) are the costliest JSON to parse, in one
+    call that holds the interpreter (a dict of 1e6 keys takes about 0.7 s); a request needs at
+    most a graph's worth of them plus one per argument leaf."""
+    if members > budget.max_json_members:
+        raise refuse(f"the JSON body ({body_bytes} bytes) has this many object members (key: value pairs)", members,
+                     budget.max_json_members, "NABLA_MAX_LEAVES",
+                     "send arrays rather than objects of many keys (the bound is 8 x NABLA_MAX_GRAPH_NODES + "
+                     "2 x NABLA_MAX_LEAVES)")
     predicted = values * PARSED_VALUE_BYTES
     if predicted > budget.max_request_bytes:
         raise refuse(f"the JSON body ({body_bytes} bytes) holds about {values} values, which would take this many "

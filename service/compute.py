@@ -267,7 +267,7 @@ def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *,
     hit = plan is not None
     if plan is None:
         _predict(function, opts, inputs[:nargs], budget, encoding)
-        plan = _build(function, opts, inputs, nargs, budget.max_array_elements)
+        plan = _build(function, opts, inputs, nargs, budget)
     input_bytes = sum(x._value.nbytes for x in leaves)
     result_bytes = sum(admission.nbytes(shape, dtype) for shape, dtype in plan.results)
     response_bytes = admission.check_response(plan.results, encoding, budget)
@@ -296,11 +296,13 @@ def _predict(function: Function, opts: Options, args: list[Any], budget: Budget,
     admission.check_response([(s, np.dtype("float64")) for s in shapes], encoding, budget)
 
 
-def _build(function: Function, opts: Options, inputs: list[Any], nargs: int, max_elements: int) -> Plan:
+def _build(function: Function, opts: Options, inputs: list[Any], nargs: int, budget: Budget) -> Plan:
     fn = transformed(function.fn, opts, nargs)
-    with element_budget(max_elements):
+    with element_budget(budget.max_array_elements):
         graph = engine.make_graph(fn)(*inputs)
+    admission.check_plan(len(graph.eqns), budget, before_optimising=True)  # optimising costs in proportion
     optimised = engine.optimize(graph)
+    admission.check_plan(len(optimised.eqns), budget)
     results = [(tuple(v.aval.shape), v.aval.dtype) for v in optimised.outvars]
     return Plan(optimised, graph.out_tree, compile_plan(optimised), admission.plan_peak_bytes(optimised), results,
                 admission.graph_bytes(optimised))

@@ -220,7 +220,8 @@ class Pipeline:
         self.plans = PlanCache(settings.plan_cache_size, settings.plan_cache_bytes)
         self.metrics = Metrics()
         self.budget = Budget(settings.max_array_elements, settings.max_response_bytes, settings.max_request_bytes,
-                             settings.max_dimensions)
+                             settings.max_dimensions, settings.max_plan_nodes,
+                             8 * settings.max_graph_nodes + 2 * settings.max_leaves)
         for definition in self.repository.values():  # typed like registered models, checked at start
             fn, params, _ = compile_spec(definition["function"], self.limits)
             constants = decode_constants(definition.get("constants") or {}, self.limits, declared_schema(fn, params))
@@ -340,8 +341,8 @@ class Pipeline:
         """The body as JSON, after predicting what parsing it costs: every JSON value becomes a
         Python object of some 40 bytes, and values are separated by commas and colons (a count at
         memory speed), so a body of many small numbers is refused before it is parsed."""
-        values = raw.count(b",") + raw.count(b":") + 1
-        admission.check_parse(values, len(raw), self.budget)
+        members = raw.count(b":")
+        admission.check_parse(raw.count(b",") + members + 1, members, len(raw), self.budget)
         return parse_json(raw, self.settings.max_depth)
 
     def tree_budget(self) -> TreeBudget:

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     max_dimensions: int = Field(32, ge=1, le=32, description="dimensions of any array")
     max_integer_power: int = Field(1000, ge=1, description="largest integer exponent in a function (x ** n)")
     max_repeats: int = Field(100_000, ge=1, description="largest repeat or tile count in a function")
+    max_plan_nodes: int = Field(50_000, ge=1, description="operations of a compiled derivative (a high-order "
+                                                          "derivative of a long function grows fast)")
     max_leaves: int = Field(10_000, ge=1, description="array leaves in a request's argument pytrees")
     max_response_bytes: int = Field(128 * 1024 * 1024, description="predicted size of an encoded response")
     max_request_bytes: int = Field(512 * 1024 * 1024,

@@ -22,6 +22,7 @@ from _hostile import (
     BAD_ARGUMENT,
     BAD_FUNCTION,
     BAD_REQUEST,
+    BODY,
     DEPTH,
     DIMENSIONS,
     EXPR_CHARS,
@@ -207,7 +208,7 @@ def decoding_cases() -> list[Case]:
         Case("leaves_dict_of_1e5_arrays", "/v1/value", lambda: dict_body(10**5, b"[1.0]"), limit(LEAVES)),
         # not array leaves: a million nulls is bounded by the body size; answered or refused
         Case("nodes_1e6_nulls", "/v1/value", lambda: dict_body(10**6, b"null"),
-             ok() | TIMEOUT | limit(LEAVES, REQUEST, RESPONSE)),
+             ok() | TIMEOUT | limit(LEAVES, REQUEST, RESPONSE, BODY)),
         Case("nodes_2e5_empty_lists", "/v1/value",
              b'{"function":{"expr":"x","params":["x"]},"args":[[' + b",".join([b"[]"] * 200_000) + b"]]}",
              ok() | TIMEOUT | limit(LEAVES, REQUEST, RESPONSE)),
@@ -225,11 +226,13 @@ def decoding_cases() -> list[Case]:
         # the request is refused by its predicted memory
         Case("json_7_5e6_numbers", "/v1/value",
              lambda: b'{"function":{"expr":"sum(x)","params":["x"]},"args":[[' + b"0," * 7_499_999 + b"0]]}",
-             ok(value_is(0.0)) | TIMEOUT | limit(REQUEST)),
+             ok(value_is(0.0)) | TIMEOUT | limit(REQUEST, BODY)),
         Case("json_string_10mb_arg", "/v1/value", lambda: dumps(req(E("x"), "x" * (10 * MiB))), BAD_ARGUMENT),
         Case("json_key_1mb", "/v1/value", lambda: dumps(req(E("x"), {"k" * MiB: "x"})), BAD_ARGUMENT),
         Case("expr_1mb_source", "/v1/value", lambda: dumps(req(E(" " * MiB + "x"), 1.0)), limit(EXPR_CHARS)),
-        Case("expr_30mb_source", "/v1/value", lambda: dumps(req(E("x" + " " * (30 * MiB)), 1.0)), limit(EXPR_CHARS)),
+        # over the body limit (12 MiB here, as by default) before the expression is even read
+        Case("expr_30mb_source", "/v1/value", lambda: dumps(req(E("x" + " " * (30 * MiB)), 1.0)),
+             limit(EXPR_CHARS, BODY)),
         Case("expr_5000_terms", "/v1/value", req(E("+".join(["x"] * 5000)), 1.0),
              limit(NODES, EXPR_DEPTH) | BAD_FUNCTION),
         Case("expr_10000_parens", "/v1/value", req(E("(" * 10_000 + "x" + ")" * 10_000), 1.0),
@@ -261,8 +264,9 @@ def total_cases() -> list[Case]:
     three = E("x", ["x", "y", "z"])
     return [
         Case("total_three_7e6_arrays", "/v1/value", lambda: dumps(req(three, bools(seven_m), bools(seven_m),
-                                                                       bools(seven_m))), limit(TOTAL)),
-        Case("array_1e7_plus_1", "/v1/value", lambda: dumps(req(E("x"), bools(10**7 + 1))), SIZE | limit(TOTAL)),
+                                                                       bools(seven_m))), limit(TOTAL, BODY)),
+        Case("array_1e7_plus_1", "/v1/value", lambda: dumps(req(E("x"), bools(10**7 + 1))),
+             SIZE | limit(TOTAL, BODY)),
         # shapes whose element count overflows int64 (and whose data cannot match)
         Case("array_shape_1e6x1e6", "/v1/value", req(E("x"), arr("float32", [10**6, 10**6], b"")),
              limit(ARRAY, TOTAL) | BAD_ARGUMENT),
