@@ -100,6 +100,10 @@ class RequestContextMiddleware:
             if not state["started"]:
                 error = self._as_api_error(e)
                 reply = self.pipeline.error_reply(error, request_id, mapped=error is not e)
+                if isinstance(e, (_BodyTooLarge, _BodyTooSlow)):
+                    # the rest of the body is not read: parsing megabytes only to discard them
+                    # would run on the event loop
+                    reply.headers["Connection"] = "close"
                 await _send_reply(send_with_id, reply)
         ms = elapsed_ms(start)
         route = getattr(scope.get("route"), "path", None)

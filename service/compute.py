@@ -284,6 +284,10 @@ def _predict(function: Function, opts: Options, args: list[Any], budget: Budget,
     shapes (one abstract trace of the function, not of its derivative)."""
     with element_budget(budget.max_array_elements):
         graph = engine.make_graph(function.fn)(*args)
+    # Each order of differentiation multiplies a graph by about 4 before the optimiser shrinks it:
+    # a 4th derivative of a 5,000-node function would be traced in over a million operations.
+    order = {"grad": opts.order, "hessian": 2, "value": 0}.get(opts.transform, 1)
+    admission.check_plan(len(graph.eqns) * 4**order, budget, before_optimising=True)
     outs = [tuple(v.aval.shape) for v in graph.outvars]
     if opts.has_aux and outs:
         outs = outs[:1]  # the aux part is returned as is

@@ -119,7 +119,7 @@ def test_the_deadline_covers_encoding(make_client: Callable[..., TestClient]) ->
 
 
 def test_the_deadline_covers_decoding(make_client: Callable[..., TestClient]) -> None:
-    client = make_client(compute_timeout_s=0.01)
+    client = make_client(compute_timeout_s=0.01, max_body_bytes=64 * 1024 * 1024)
     rows = [[float(i)] * 100 for i in range(40_000)]
     assert_error(client.post("/v1/value", json={"function": IDENTITY, "args": [rows]}), 408, "timeout")
 
