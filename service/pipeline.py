@@ -120,7 +120,7 @@ def parse_json(raw: bytes, max_depth: int = 32) -> Any:
     must be valid Unicode (no lone surrogate escapes)."""
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object")
-    if _LONG_DIGITS.search(raw) is None:
+    if b"0" * 19 not in raw.translate(_DIGITS_AS_ZEROS):
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
@@ -129,9 +129,10 @@ def parse_json(raw: bytes, max_depth: int = 32) -> Any:
     return _parse_slowly(raw, None, max_depth)
 
 
-# 19 digits or more: an integer that may not fit 64 bits (or a decimal with more digits than a
-# double holds): read exactly by the standard library's parser.
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+# 19 digits in a row: an integer that may not fit 64 bits (or a decimal with more digits than a
+# double holds), read exactly by the standard library's parser. Found by mapping every digit to
+# "0" and looking for 19 of them: a regular expression took 190 ms over 10 MB of base64.
+_DIGITS_AS_ZEROS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
