@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
@@ -36,46 +31,12 @@ ADMIN_KEY = "cli-admin-key"
 # ----------------------------------------------------------------------------- fixtures
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory, serve_module: Any) -> Iterator[str]:
     """`nabla serve` on a free loopback port, with a user key and an admin key; its URL."""
-    tmp = tmp_path_factory.mktemp("cli-server")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NABLA_")}
-    env.update({"NABLA_DATA_DIR": str(tmp), "NABLA_LOG_LEVEL": "warning", "NABLA_API_KEYS": USER_KEY,
-                "NABLA_ADMIN_KEYS": ADMIN_KEY})
-    log = tmp / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port",
-                                 str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"nabla serve exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(url + "/livez", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"nabla serve did not answer /livez within 60 s:\n{log.read_text()}")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_module(tmp_path_factory.mktemp("cli-server"),
+                      {"NABLA_API_KEYS": USER_KEY, "NABLA_ADMIN_KEYS": ADMIN_KEY}) as running:
+        yield running.url
 
 
 @pytest.fixture(autouse=True)
@@ -282,7 +243,9 @@ def test_an_unreachable_server_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
     import client._client
 
     monkeypatch.setattr(client._client, "_backoff", lambda attempt, response: 0.0)
-    url = f"http://127.0.0.1:{_free_port()}"
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
     result = nabla("value", "x", "--param", "x=1", "--url", url)
     assert result.exit_code == 1 and f"could not reach {url}" in result.stderr
     assert nabla("models", "list", "--url", url).exit_code == 1

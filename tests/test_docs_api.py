@@ -11,18 +11,14 @@ Commands run through the real `curl` binary (no shell): curl is all the page ask
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,12 +128,6 @@ def run_example(example: Example, curl: str, base_url: str) -> tuple[int, str]:
 # ----------------------------------------------------------------------------- the server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def curl() -> str:
     path = shutil.which("curl")
@@ -147,39 +137,10 @@ def curl() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(curl: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(curl: str, tmp_path_factory: pytest.TempPathFactory, serve_module: Any) -> Iterator[str]:
     """`nabla serve` with default settings on a free loopback port and a fresh data dir."""
-    folder = tmp_path_factory.mktemp("docs_api")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NABLA_")}
-    env.update({"NABLA_DATA_DIR": str(folder / "data"), "NABLA_LOG_LEVEL": "warning"})
-    url = f"http://127.0.0.1:{port}"
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with open(folder / "server.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
-                                    "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{(folder / 'server.log').read_text()}")
-            try:
-                with direct.open(url + "/livez", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer /livez within 60 s:\n{(folder / 'server.log').read_text()}")
-            time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serve_module(tmp_path_factory.mktemp("docs_api"), {}) as running:
+        yield running.url
 
 
 # ----------------------------------------------------------------------------- the tests

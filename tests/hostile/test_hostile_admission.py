@@ -8,8 +8,9 @@ by transforms, work in decoding (many leaves, deep nesting, huge JSON), encoding
 reprs, input totals, and computations that must stop at the deadline (long chains, order 4).
 
 The server here accepts bodies up to 12 MiB, the default (larger inputs are refused by the body
-limit before any other: those cases accept that refusal too); the other limits are the suite's (`_hostile.BASE_ENV`): 1e7 elements per array, 2e7 input
-elements, 10,000 leaves, 128 MiB predicted peak per request, 16 MiB encoded response, 5 s."""
+limit before any other: those cases accept that refusal too); the other limits are the suite's
+(`_hostile.BASE_ENV`): 1e7 elements per array, 2e7 input elements, 10,000 leaves, 128 MiB
+predicted peak per request, 16 MiB encoded response, 5 s."""
 
 from __future__ import annotations
 

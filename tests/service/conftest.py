@@ -1,5 +1,5 @@
-"""Fixtures of the service tests: apps on a temporary data dir, TestClients, PostgreSQL schemas and
-real uvicorn servers on loopback.
+"""Fixtures of the service tests: apps on a temporary data dir, TestClients and PostgreSQL schemas
+(real servers on loopback: `start_server` in tests/conftest.py).
 
 PostgreSQL: tests that use the `postgresql` store get a schema of their own (named after a prefix
 unique to the test session) on NABLA_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test);
@@ -9,17 +9,12 @@ every schema is dropped at the end of the session. When the server is unreachabl
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -31,7 +26,6 @@ from service.settings import Settings
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 
-REPO = Path(__file__).resolve().parents[2]
 PG_BASE_URL = os.environ.get("NABLA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -125,69 +119,3 @@ def store(request: pytest.FixtureRequest) -> dict[str, Any]:
     if request.param == "sqlite":
         return {}
     return {"database_url": request.getfixturevalue("pg_url")}
-
-
-# ----------------------------------------------------------------------------- real servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start `nabla serve` (as `python -m service.cli serve`) on a free loopback port with the
-    given NABLA_* variables; wait until /livez answers. Every server is stopped at teardown."""
-    servers: list[Server] = []
-
-    def start(env: dict[str, str]) -> Server:
-        port = free_port()
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("NABLA_")}
-        # a registry of its own unless the test names one: never the checkout's ./data
-        own_data = tmp_path / f"data-{port}"
-        environ.update({"NABLA_LOG_LEVEL": "warning", "NABLA_DATA_DIR": str(own_data), **env})
-        log = tmp_path / f"uvicorn-{port}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                cwd=REPO, env=environ, stdout=out, stderr=subprocess.STDOUT)
-        server = Server(f"http://127.0.0.1:{port}", process, log)
-        servers.append(server)
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"uvicorn exited with {process.returncode}:\n{server.output()}")
-            try:
-                if httpx.get(server.url + "/livez", timeout=1).status_code == 200:
-                    return server
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                server.stop()
-                pytest.fail(f"uvicorn did not answer /livez within 60 s:\n{server.output()}")
-            time.sleep(0.05)
-
-    yield start
-    for server in servers:
-        server.stop()
