@@ -62,16 +62,12 @@ class TreeBudget:
                                      f"of {self.max_total} ({self.total_setting})",
                                      {"path": where, "limit": self.total_setting, "requested": self.total,
                                       "maximum": self.max_total})
-        self.leaves += 1
-        if self.leaves > self.max_leaves:
-            raise LimitExceededError(f"{where}: the request has more than {self.max_leaves} array leaves "
-                                     "(NABLA_MAX_LEAVES); send large data as arrays, not as many small ones",
-                                     {"path": where, "limit": "NABLA_MAX_LEAVES", "requested": self.leaves,
-                                      "maximum": self.max_leaves})
+        self.node(where)
         self.bytes += 8 * size
 
     def node(self, where: str) -> None:
-        """A pytree node that is not an array (a null, an object, an empty list)."""
+        """One pytree node: an array leaf, or a null, an object or an empty list (no data, but each
+        costs tracing time all the same)."""
         self.leaves += 1
         if self.leaves > self.max_leaves:
             raise LimitExceededError(f"{where}: the request has more than {self.max_leaves} pytree nodes "
