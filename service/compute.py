@@ -231,13 +231,6 @@ def _signature(leaves: list[Any]) -> tuple:
     return tuple((tuple(x.shape), x.dtype.str) for x in leaves)
 
 
-def cast_floats(tree: Any, dtype: np.dtype) -> Any:
-    def cast(x: Any) -> Any:
-        arr = np.asarray(x)
-        return arr.astype(dtype) if arr.dtype.kind == "f" and arr.dtype != dtype else arr
-    return tree_map(cast, tree)
-
-
 @dataclass
 class Outcome:
     result: dict[str, Any]

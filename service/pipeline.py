@@ -55,7 +55,6 @@ from service.functions import (
     FunctionResolver,
     bind_constants,
     compile_spec,
-    content_key,
     declared_schema,
     decode_constants,
     encode_constants,
@@ -672,4 +671,4 @@ def ops_catalogue() -> dict[str, Any]:
     return {"graph_format": "nabla.graph/1", "ops": ops, "expression_functions": sorted(FUNCTIONS)}
 
 
-__all__ = ["Call", "Pipeline", "Reply", "content_key", "parse_json", "validate"]
+__all__ = ["Call", "Pipeline", "Reply", "parse_json", "validate"]
