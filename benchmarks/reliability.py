@@ -49,11 +49,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of the server and every process under it (its compute workers)."""
+    total = 0
+    for process in _process_tree(pid):
+        try:
+            with open(f"/proc/{process}/status") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+        except FileNotFoundError:  # exited meanwhile
+            pass
+    return total / 1024
+
+
+def _process_tree(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                queue += [int(child) for child in (task / "children").read_text().split()]
+            except FileNotFoundError:
+                pass
+    return found
 
 
 SLOW = {"function": {"expr": "x = ones((1000, 1000))\ny = x\n" + "y = tanh(y @ x / 1000)\n" * 40 + "sum(y)",

@@ -1,7 +1,8 @@
 """The HTTP adapter: FastAPI routes over the transport-neutral pipeline (service.pipeline).
 
 Routes only read the body, check auth and content type, wait for a compute slot and hand a
-`Call` to a worker thread; every decision about the request is the pipeline's. The pure-ASGI
+`Call` to a compute worker process (service.workers); every decision about the request is the
+pipeline's, and the event loop only moves bytes. The pure-ASGI
 middleware gives each request an id, enforces body size and body-read time, writes one JSON
 access line and the request metrics, and turns anything that escapes into a JSON 500 that
 keeps the connection usable.
@@ -48,6 +49,7 @@ from service.pipeline import Call, Pipeline, Reply
 from service.requests import TRANSFORMS
 from service.settings import Settings
 from service.store import Registry, StoreError
+from service.workers import WorkerPool
 
 log = logging.getLogger("nabla")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -153,12 +155,14 @@ def _response(reply: Reply) -> Response:
 
 
 class Lanes:
-    """Where calls wait for a thread. Compute-heavy calls share `compute_threads` slots with a
-    bounded queue in front (503 + Retry-After beyond it); registry reads and deletes have a lane
-    of their own so they never wait behind a long computation; the event loop keeps /livez."""
+    """Where calls wait. Compute-heavy calls (compute, shapes, register) share `compute_threads`
+    slots, one per compute worker, with a bounded queue in front (503 + Retry-After beyond it);
+    registry reads and deletes run in threads of their own lane so they never wait behind a long
+    computation; the event loop keeps /livez."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+    def __init__(self, settings: Settings, pipeline: Pipeline, workers: WorkerPool | None = None) -> None:
         self.pipeline = pipeline
+        self.workers = workers
         self.queue = settings.admission_queue
         self.wait_s = settings.compute_timeout_s
         self.compute = anyio.CapacityLimiter(settings.compute_threads)
@@ -168,21 +172,38 @@ class Lanes:
         self.threads = anyio.CapacityLimiter(settings.compute_threads + 4)
 
     async def run(self, call: Call) -> Response:
+        return _response(await self.reply(call))
+
+    async def reply(self, call: Call) -> Reply:
+        """The pipeline's answer to a call, once a slot of its lane is free (every protocol
+        adapter goes through here, so all share one queue and one set of limits)."""
         heavy = call.operation in ("compute", "shapes", "register")
         limiter = self.compute if heavy else self.registry
         if heavy and limiter.statistics().tasks_waiting >= self.queue:
-            return _response(self.pipeline.error_reply(self._overloaded("the admission queue is full"),
-                                                       call.request_id))
+            return self.pipeline.error_reply(self._overloaded("the admission queue is full"), call.request_id)
         with anyio.move_on_after(self.wait_s) as waited:
             await limiter.acquire()
         if waited.cancelled_caught:
-            return _response(self.pipeline.error_reply(self._overloaded("no compute thread became free in time"),
-                                                       call.request_id))
+            return self.pipeline.error_reply(self._overloaded("no compute slot became free in time"),
+                                             call.request_id)
         try:
-            reply = await anyio.to_thread.run_sync(self.pipeline.handle, call, limiter=self.threads)
+            if heavy and self.workers is not None:
+                reply = await anyio.to_thread.run_sync(self._in_worker, call, limiter=self.threads)
+            else:
+                reply = await anyio.to_thread.run_sync(self.pipeline.handle, call, limiter=self.threads)
         finally:
             limiter.release()
-        return _response(reply)
+        if call.operation in ("register", "delete_model") and reply.status < 300:
+            self.pipeline.resolver.forget()
+            if self.workers is not None:
+                self.workers.registry_changed()
+        return reply
+
+    def _in_worker(self, call: Call) -> Reply:
+        reply, events = self.workers.call(call, self.pipeline.error_reply)  # type: ignore[union-attr]
+        for name, args in events:
+            getattr(self.pipeline.metrics, name)(*args)
+        return reply
 
     def _overloaded(self, why: str) -> APIError:
         busy = self.compute.statistics()
@@ -202,18 +223,26 @@ def startup_message(settings: Settings, pipeline: Pipeline) -> str:
         registered = "?"
     return (f"Nabla {__version__} serving {url} (API docs: {url}/docs); model registry: {registry.backend} at "
             f"{registry.location}; models: {len(BUILTIN_MODELS)} built in, {len(pipeline.repository)} from the "
-            f"model repository, {registered} registered")
+            f"model repository, {registered} registered; compute: {settings.compute_threads} at once in "
+            + ("worker processes" if settings.compute_isolation == "process" else "threads of this process"))
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
     pipeline = Pipeline(settings, registry)
+    # A registry object given in code lives in this process only: its calls cannot move to workers.
+    isolated = settings.compute_isolation == "process" and registry is None
+    workers = WorkerPool(settings, settings.compute_threads) if isolated else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
+        if workers is not None:
+            await anyio.to_thread.run_sync(workers.start)
         log.info(startup_message(settings, pipeline))
         yield
+        if workers is not None:
+            await anyio.to_thread.run_sync(workers.close)
         pipeline.registry.close()
 
     app = FastAPIOffline(
@@ -223,8 +252,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         openapi_tags=[{"name": "compute"}, {"name": "models"}, {"name": "introspection"}, {"name": "health"}],
     )
     app.state.service = pipeline
+    app.state.workers = workers
     app.router.redirect_slashes = False  # /v1/grad/ is a JSON 404, not an empty 307
-    lanes = Lanes(settings, pipeline)
+    lanes = Lanes(settings, pipeline, workers)
     app.add_middleware(RequestContextMiddleware, settings=settings, pipeline=pipeline)
     S.install_openapi(app, keyed=bool(settings.api_key_set or settings.admin_key_set))
 
@@ -398,7 +428,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", operation_id="metrics")
     async def metrics() -> Response:
-        body, content_type = pipeline.metrics.render(pipeline.plans)
+        plan_entries, plan_bytes = workers.plan_stats() if workers is not None else (len(pipeline.plans),
+                                                                                     pipeline.plans.bytes)
+        body, content_type = pipeline.metrics.render(plan_entries, plan_bytes, workers)
         return Response(body, media_type=content_type)
 
     return app

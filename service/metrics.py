@@ -27,6 +27,11 @@ class Metrics:
         self.cached_plans = Gauge("nabla_plan_cache_entries", "Compiled plans held", registry=self.registry)
         self.cached_plan_bytes = Gauge("nabla_plan_cache_bytes", "Estimated bytes held by compiled plans",
                                        registry=self.registry)
+        self.worker_rss = Gauge("nabla_compute_worker_resident_bytes",
+                                "Resident memory of the compute workers (as last reported)", registry=self.registry)
+        self.worker_replacements = Gauge("nabla_compute_worker_replacements",
+                                         "Compute workers replaced since start: recycled for memory, killed past "
+                                         "their deadline", ["reason"], registry=self.registry)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         # Labels come from fixed sets only: a client must not be able to mint new series.
@@ -43,7 +48,12 @@ class Metrics:
     def observe_cache(self, cache_hit: bool) -> None:
         self.cache.labels("hit" if cache_hit else "miss").inc()
 
-    def render(self, plans: Any) -> tuple[bytes, str]:
-        self.cached_plans.set(len(plans))
-        self.cached_plan_bytes.set(plans.bytes)
+    def render(self, plan_entries: int, plan_bytes: int, workers: Any = None) -> tuple[bytes, str]:
+        """The exposition text; gauges are read now (plans and workers live in worker processes)."""
+        self.cached_plans.set(plan_entries)
+        self.cached_plan_bytes.set(plan_bytes)
+        if workers is not None:
+            self.worker_rss.set(workers.resident_bytes())
+            self.worker_replacements.labels("recycled").set(workers.recycled)
+            self.worker_replacements.labels("killed").set(workers.killed)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,8 +28,8 @@ class Settings(BaseSettings):
     model_repository: Path | None = Field(None, description="folder of *.json model files loaded at start")
     log_level: str = Field("info", description="debug, info, warning or error")
 
-    # Parsing JSON numbers holds the interpreter ~7 ms per MiB: 12 MiB keeps /livez under 100 ms and
-    # still carries a million float64 values as base64.
+    # 12 MiB carries a million float64 values as base64; as JSON numbers it parses in ~80 ms (in a
+    # compute worker, so only that request waits).
     max_body_bytes: int = Field(12 * 1024 * 1024, description="largest request body")
     max_array_elements: int = Field(10_000_000, description="largest array, inputs and intermediates")
     max_total_elements: int = Field(20_000_000, description="total elements of a request's arrays")
@@ -53,8 +54,17 @@ class Settings(BaseSettings):
                                                              "and encoding")
     plan_cache_size: int = Field(256, ge=0, description="compiled gradient plans kept in memory")
     plan_cache_bytes: int = Field(256 * 1024 * 1024, ge=0, description="bytes the plan cache may hold")
-    compute_threads: int = Field(2, ge=1, description="requests computed at once per process")
-    admission_queue: int = Field(32, ge=0, description="requests that may wait for a compute thread; "
+    compute_threads: int = Field(2, ge=1, description="requests computed at once per server process, each in a "
+                                                     "worker process of its own (NABLA_COMPUTE_ISOLATION)")
+    compute_isolation: Literal["process", "thread"] = Field(
+        "process", description="where requests are computed: `process` (worker processes: a long computation "
+                               "never delays /livez, an overrun is killed, memory is given back by recycling) or "
+                               "`thread` (threads of the server process: less memory, for embedding and debugging)")
+    worker_max_rss_bytes: int | None = Field(
+        None, ge=16 * 1024 * 1024, description="a compute worker whose resident memory passes this after a request "
+                                               "is replaced by a fresh one; default: its size at start + "
+                                               "NABLA_PLAN_CACHE_BYTES + 64 MiB")
+    admission_queue: int = Field(32, ge=0, description="requests that may wait for a compute slot; "
                                                       "beyond that 503 with Retry-After")
     header_timeout_s: float = Field(10.0, gt=0, description="time a client has to send a request's headers")
     body_timeout_s: float = Field(30.0, gt=0, description="time a client has to send a request's body")

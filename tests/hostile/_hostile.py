@@ -13,7 +13,7 @@
   `HostileServer.check(case)` sends it with a client timeout of the deadline plus a margin and
   asserts status, error body, limit naming and answer time (`judge`).
 - `HostileServer.health()` (called by conftest's `assert_healthy` at the end of each module) checks
-  that /livez stayed under 100 ms with no failed poll, and that RSS stayed within the module's
+  that every /livez poll answered within 100 ms, and that RSS stayed within the module's
   budget and came back down; every slow poll is reported with the cases that were running.
 
 The contract (issue 10) in short: every refused request is a 4xx (or 503/408) with
@@ -57,13 +57,10 @@ DEADLINE_S = 5.0  # NABLA_COMPUTE_TIMEOUT_S of every hostile server
 MARGIN_S = 2.5  # transfer, scheduling and parsing on a busy 2-core machine
 ANSWER_WITHIN_S = DEADLINE_S + MARGIN_S  # every answer must come within this
 LIVEZ_INTERVAL_MS = 20
-# Issue 10 targets /livez within 100 ms throughout. Not met yet: a compute thread's single long C
-# call (orjson parsing a 12 MiB body, ~100 ms; NumPy converting a large nested list) holds the
-# interpreter, and one /livez needs several handoffs of it. What is asserted is what the pipeline
-# guarantees today, every poll answered, p99 and max bounded; the target is reported beside them.
-LIVEZ_TARGET_MS = 100.0
-LIVEZ_P99_MS = 250.0
-LIVEZ_MAX_MS = 750.0
+# Issue 10: /livez answers within 100 ms throughout, every poll. The event loop only moves bytes
+# (decoding, computing and encoding run in compute worker processes), so no computation's C call
+# can hold it.
+LIVEZ_MAX_MS = 100.0
 RESPONSE_CAP = 256 * MiB  # the test process stops reading an answer beyond this
 SERVER_ADDRESS_SPACE = 3 << 30  # RLIMIT_AS of the server process (virtual memory, not RSS)
 
@@ -875,12 +872,12 @@ class HostileServer:
             problems.append(f"{len(failed)} /livez polls failed, e.g. " + ", ".join(
                 f"{p.outcome} after {p.ms:.0f} ms during {self.cases_during(p.at, p.at + p.ms / 1000)[:4]}"
                 for p in first))
-        slow = [p for p in polls if p.ms >= LIVEZ_TARGET_MS]
-        if latencies and (worst >= LIVEZ_MAX_MS or p99 >= LIVEZ_P99_MS):
+        slow = [p for p in polls if p.ms >= LIVEZ_MAX_MS]
+        if slow:
             worst_polls = sorted(slow, key=lambda p: -p.ms)[:5]
             problems.append(
-                f"/livez p99 {p99:.1f} ms (bound {LIVEZ_P99_MS:.0f}), max {worst:.1f} ms (bound {LIVEZ_MAX_MS:.0f}); "
-                f"{len(slow)} of {len(polls)} polls over the {LIVEZ_TARGET_MS:.0f} ms target; slowest during: "
+                f"/livez p99 {p99:.1f} ms, max {worst:.1f} ms: {len(slow)} of {len(polls)} polls over the "
+                f"{LIVEZ_MAX_MS:.0f} ms bound; slowest during: "
                 + "; ".join(f"{p.ms:.0f} ms: {self.cases_during(p.at, p.at + p.ms / 1000)[:4]}" for p in worst_polls))
         peak_at, peak = self.rss.peak()
         hwm = (_status_kib(self.process.pid, "VmHWM") or 0) * 1024

@@ -4,9 +4,9 @@ Each test module gets ONE real server (`server`, module scope): `nabla serve` on
 port, SQLite in a tmp dir, the settings of `_hostile.BASE_ENV` (5 s compute deadline, 2 compute
 threads, smaller body/request/response limits) updated with the module's `SERVER_ENV`. After a
 warm-up it is watched by a /livez probe (every 20 ms, from its own process) and an RSS sampler.
-Every module ends with `test_server_stayed_healthy`, which calls `assert_healthy`: no failed /livez
-poll over the whole module, its p99 and max latency within the bounds of `_hostile` (the 100 ms
-target is reported, not yet met everywhere: see LIVEZ_TARGET_MS), RSS peak <= baseline + budget,
+Every module ends with `test_server_stayed_healthy`, which calls `assert_healthy`: every /livez
+poll over the whole module answered, each within 100 ms (`_hostile.LIVEZ_MAX_MS`), RSS (the server
+and its compute workers) peak <= baseline + budget,
 and RSS back within a margin of the baseline after the cases. The terminal summary lists the
 figures.
 
@@ -15,9 +15,10 @@ RSS budgets (state what is realistic, override per module with RSS_PEAK_BUDGET /
   predicted peak) + 2 x NABLA_MAX_BODY_BYTES (a body being received and its parsed form)
   + 64 MiB (framework, allocator slack);
 - end (5 s after the last case): baseline + NABLA_PLAN_CACHE_BYTES (16 MiB here: compiled plans may
-  stay cached) + 48 MiB (allocator arenas keep some memory after large requests). Measured: modules
-  of small hostile bodies end within 1-10 MiB of their baseline; the admission module's large
-  JSON bodies (1e6 keys, 7.5e6 numbers, 30 MB strings) leave 250-600 MiB (reported as a finding).
+  stay cached) + 48 MiB (allocator arenas keep some memory after large requests; a worker that
+  keeps more is replaced). Measured: modules of small hostile bodies end within 1-10 MiB of their
+  baseline; the admission module's large JSON bodies (1e6 keys, 7.5e6 numbers, 30 MB strings)
+  about 40 MiB above it (250-600 MiB before the pipeline, 74 MiB with compute in threads).
 
 `NABLA_HOSTILE_SERVER_SOURCE=<dir>` runs the server from another source tree (e.g. an exported
 older revision) with this suite.

@@ -183,7 +183,7 @@ SLOW_GRAPH = {"graph": {
     + [{"id": f"a{i}", "op": "sin", "inputs": [f"a{i - 1}"]} for i in range(1, 300)]
     + [{"id": "s", "op": "reduce_sum", "inputs": ["a299"], "attrs": {"axes": [0, 1]}}],
     "outputs": ["s"]}}
-LONG_PROGRAM = "a = x\n" + "a = sin(a) * cos(a) + a\n" * 200 + "sum(a)"  # slow to trace and optimise
+LONG_PROGRAM = "a = x\n" + "a = sin(a) * cos(a) + a\n" * 400 + "sum(a)"  # slow to trace and optimise
 
 
 @pytest.mark.parametrize("transform,function,arg", [
