@@ -5,7 +5,6 @@ Shared by the sync and async clients; nothing here does I/O.
 
 from __future__ import annotations
 
-import base64
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -14,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from array_codec import SPECIAL_FLOATS, base64_leaf, from_base64, nested_numbers, replace_special_floats
+
 # Arrays at least this large travel as base64 `$array` leaves (exact and fast to decode).
 BASE64_THRESHOLD = 1024
-_SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
 
 
 @dataclass(frozen=True)
@@ -64,16 +64,8 @@ def encode_leaf(x: Any) -> Any:
         raise TypeError(f"cannot send a value of type {type(x).__name__} as an array")
     if arr.size >= BASE64_THRESHOLD or arr.dtype.kind in "iu":
         # Integers keep their dtype only as $array leaves (plain JSON numbers become floats).
-        data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
-        return {"$array": {"dtype": arr.dtype.name, "shape": list(arr.shape),
-                           "data": base64.b64encode(data.tobytes()).decode("ascii")}}
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        obj = arr.astype(object)
-        obj[np.isnan(arr)] = "NaN"
-        obj[np.isposinf(arr)] = "Infinity"
-        obj[np.isneginf(arr)] = "-Infinity"
-        return obj.tolist()
-    return arr.tolist()
+        return base64_leaf(arr)
+    return nested_numbers(arr)
 
 
 def encode_tree(tree: Any) -> Any:
@@ -96,22 +88,10 @@ def encode_tree(tree: Any) -> Any:
 def decode_leaf(obj: Any) -> np.ndarray:
     if isinstance(obj, dict) and "$array" in obj:
         spec = obj["$array"]
-        dtype = np.dtype(spec["dtype"])
-        raw = base64.b64decode(spec["data"])
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(spec["shape"])
-    if isinstance(obj, str):
-        return np.asarray(_SPECIALS[obj])
-    if isinstance(obj, list):
-        return np.asarray(_replace_specials(obj))
+        return from_base64(spec["data"], spec["shape"], spec["dtype"])
+    if isinstance(obj, (str, list)):
+        return np.asarray(replace_special_floats(obj))
     return np.asarray(obj)
-
-
-def _replace_specials(obj: Any) -> Any:
-    if isinstance(obj, list):
-        return [_replace_specials(v) for v in obj]
-    if isinstance(obj, str):
-        return _SPECIALS[obj]
-    return obj
 
 
 def _is_numeric_nest(obj: Any) -> bool:
@@ -120,7 +100,7 @@ def _is_numeric_nest(obj: Any) -> bool:
         x = stack.pop()
         if isinstance(x, list):
             stack.extend(x)
-        elif isinstance(x, bool) or isinstance(x, (int, float)) or (isinstance(x, str) and x in _SPECIALS):
+        elif isinstance(x, bool) or isinstance(x, (int, float)) or (isinstance(x, str) and x in SPECIAL_FLOATS):
             continue
         else:
             return False
@@ -137,7 +117,7 @@ def decode_tree(obj: Any) -> Any:
         return {k: decode_tree(v) for k, v in obj.items()}
     if isinstance(obj, list) and obj and _is_numeric_nest(obj):
         try:
-            arr = np.asarray(_replace_specials(obj))
+            arr = np.asarray(replace_special_floats(obj))
             if arr.dtype != object:
                 return arr
         except ValueError:

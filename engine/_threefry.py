@@ -35,6 +35,8 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from engine._config import config
+from engine._xla_f32 import fma
+from engine._xla_f32 import log as log_f32
 
 __all__ = [
     "threefry2x32",
@@ -241,123 +243,18 @@ def random_bits_data(
 
 
 # --------------------------------------------------------------------------
-# Exact fused multiply-add
+# log, log1p and erf_inv as XLA evaluates them on CPU
 #
 # NumPy has no fma ufunc, and XLA's CPU code uses one wherever a product feeds
-# only an addition, so we build a correctly rounded a * b + c ourselves.  Both
-# versions rely on "round to odd": a sum rounded to odd in a precision with at
-# least two spare bits can be rounded again to the target precision without
-# double-rounding error.  Overflowing or subnormal intermediates get no special
-# care (XLA would also flush subnormals to zero); the formulas below never
-# produce them.
-
-
-def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """s + e == a + b exactly, with s the rounded sum (Knuth)."""
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
-def _add_round_to_odd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """float64 a + b rounded to odd: inexact results get an odd last bit."""
-    s, e = _two_sum(a, b)
-    even = (s.view(np.int64) & 1) == 0
-    # If inexact and the nearest value is even, the exact sum lies between it
-    # and the neighbour on e's side, and that neighbour is odd.  Infinite or
-    # NaN sums are already right (and their e is meaningless).
-    step = (e != 0) & even & np.isfinite(s)
-    return np.where(step, np.nextafter(s, np.copysign(np.inf, e)), s)
-
-
-def _two_prod(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """p + e == a * b exactly for float64 (Dekker, with Veltkamp splitting)."""
-    split = 134217729.0  # 2**27 + 1 cuts a double into two 26-bit halves.
-    ca, cb = split * a, split * b
-    a_hi, b_hi = ca - (ca - a), cb - (cb - b)
-    a_lo, b_lo = a - a_hi, b - b_hi
-    p = a * b
-    e = ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
-    return p, e
-
-
-def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """a * b + c with a single rounding, for float32 or float64 operands."""
-    dtype = np.result_type(a, b, c)
-    # Infinite or NaN operands make the error terms NaN; those lanes fall back
-    # to the plain result, which is then the right one.
-    with np.errstate(invalid="ignore", over="ignore"):
-        if dtype == np.float32:
-            # A float32 product is exact in float64; an odd-rounded float64 sum
-            # then rounds to float32 exactly as the true fma would.
-            a64, b64, c64 = (np.asarray(v, np.float64) for v in (a, b, c))
-            return _add_round_to_odd(a64 * b64, c64).astype(np.float32)
-        if dtype == np.float64:
-            # Boldo & Melquiond, "Emulation of FMA and correctly rounded sums:
-            # proved algorithms using rounding to odd" (IEEE TC, 2008).
-            a, b, c = (np.asarray(v, np.float64) for v in (a, b, c))
-            p_hi, p_lo = _two_prod(a, b)
-            s_hi, s_lo = _two_sum(c, p_hi)
-            fused = s_hi + _add_round_to_odd(s_lo, p_lo)
-            return np.where(np.isfinite(s_hi), fused, p_hi + c)
-    raise TypeError(f"fma emulation supports float32 and float64, not {dtype}")
+# only an addition: `fma` and XLA's float32 `log` come from engine._xla_f32.
 
 
 def _horner_fma(coeffs: Sequence[float], t: np.ndarray) -> np.ndarray:
     """Polynomial in t, highest coefficient first, one fma per step as XLA does."""
     p = np.full_like(t, coeffs[0])
     for c in coeffs[1:]:
-        p = _fma(p, t, t.dtype.type(c))
+        p = fma(p, t, t.dtype.type(c))
     return p
-
-
-# --------------------------------------------------------------------------
-# log, log1p and erf_inv as XLA evaluates them on CPU
-
-# Cephes' logf polynomial P, log(1 + x) ~ x - x**2/2 + x**3 * P(x) on
-# [sqrt(.5) - 1, sqrt(2) - 1].  XLA evaluates it as three short Horner chains
-# in x combined in x**3, and so do we.
-_LOGF_P = tuple(
-    np.float32(v)
-    for v in (
-        7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1,
-        -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1,
-        2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1,
-    )
-)
-# ln(2) as an exactly-multipliable head plus a tail.
-_LN2_HI = np.float32(0.693359375)
-_LN2_LO = np.float32(-2.12194440e-4)
-
-
-def _log_f32(v: np.ndarray) -> np.ndarray:
-    """XLA's CPU float32 natural log (a Cephes-style frexp + polynomial)."""
-    one = np.float32(1)
-    tiny = np.float32(np.finfo(np.float32).smallest_normal)
-    # Frexp: v = m * 2**e with m in [0.5, 1); subnormals are clamped away.
-    bits = np.where(v > tiny, v, tiny).view(np.uint32)
-    e = ((bits >> np.uint32(23)).astype(np.int32) - 127).astype(np.float32) + one
-    m = ((bits & np.uint32(0x807FFFFF)) | np.uint32(0x3F000000)).view(np.float32)
-    # Recentre m into [sqrt(.5), sqrt(2)) so x = m - 1 stays small.
-    low = m < np.float32(0.707106781186547524)
-    e = e - np.where(low, one, np.float32(0))
-    x = (m - one) + np.where(low, m, np.float32(0))
-
-    p = _LOGF_P
-    x2 = x * x
-    x3 = x2 * x
-    y0 = _fma(_fma(x, p[0], p[1]), x, p[2])
-    y1 = _fma(_fma(x, p[3], p[4]), x, p[5])
-    y2 = _fma(_fma(x, p[6], p[7]), x, p[8])
-    y = _fma(_fma(y0, x3, y1), x3, y2)
-    # The product y * x**3 is the one fused with the following add; e * LN2_LO
-    # is rounded on its own.
-    y = _fma(y, x3, e * _LN2_LO)
-    result = ((x - x2 * np.float32(0.5)) + y) + e * _LN2_HI
-
-    result = np.where(v == np.inf, np.float32(np.inf), result)
-    result = np.where(v == 0, np.float32(-np.inf), result)
-    return np.where((v < 0) | np.isnan(v), np.float32(np.nan), result)
 
 
 # math.log is the C library's log, the very function XLA's CPU code calls for
@@ -401,7 +298,7 @@ def _log1p(x: np.ndarray) -> np.ndarray:
     ratio = _horner_fma(_LOG1P_P, xn) / _horner_fma(_LOG1P_Q, xn)
     out[near] = xn + (x2 * dt(-0.5) + (xn * x2) * ratio)
     one_plus = x[~near] + dt(1)
-    out[~near] = _log_f32(one_plus) if dt is np.float32 else _log_f64(one_plus)
+    out[~near] = log_f32(one_plus, path="vector") if dt is np.float32 else _log_f64(one_plus)
     return out
 
 
@@ -522,7 +419,7 @@ def uniform_data(
     floats = ((bits >> uint(finfo.bits - finfo.nmant)) | one_bits).view(dtype) - dtype.type(1)
     floats = floats.reshape(shape)
     # XLA fuses this multiply and add into one fma on CPU.
-    scaled = _fma(floats, hi - lo, lo)
+    scaled = fma(floats, hi - lo, lo)
     return np.asarray(np.maximum(lo, scaled), dtype).reshape(shape)
 
 

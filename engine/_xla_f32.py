@@ -1,46 +1,58 @@
-"""Float32 transcendental functions that reproduce JAX's CPU results bit for bit.
+"""The float32 arithmetic of JAX's CPU backend, emulated in NumPy: exactly what the engine uses.
 
-NumPy's float32 ``np.tanh``/``np.log``/... differ from what JAX computes on CPU by
-1-2 ulp on many inputs, because XLA's CPU backend does not call a math library for
-most of them: it expands each op into its own polynomial or rational approximation
-(mostly Eigen/Cephes-derived), which LLVM then compiles with fused multiply-adds
-wherever a multiply feeds an add.  This module replays those expansions operation by
-operation, in float32, in the order and with the fusions found in the machine code
-that jaxlib 0.10.2 generates on x86-64 with AVX-512/FMA.
+Which results match JAX bit for bit (docs/ENGINE.md, "Numbers: what matches JAX bit for bit",
+states the same rule): an operation matches when the engine evaluates the same formula, in the
+same dtype, in the same order and with the same fused multiply-adds as the code jaxlib 0.10.2
+generates on x86-64 with AVX-512/FMA. This module holds the operations for which the engine does
+that, and nothing else:
+
+- `tanh` and `log` of float32 arrays (the `tanh` and `log` primitives): XLA does not call a math
+  library for them but expands each into its own polynomial or rational approximation
+  (Eigen/Cephes-derived), which NumPy's float32 functions miss by 1-2 ulp on many inputs;
+- `fma`, an exact fused multiply-add of float32 or float64 arrays, and `log` again: the
+  building blocks with which engine._threefry evaluates XLA's formulas for `erf_inv` and `log1p`
+  inside `random.normal` and the scaling inside `random.uniform`.
+
+Every other operation is plain NumPy: within a few ulp of JAX, not bit for bit.
 
 How float32 arithmetic is emulated with NumPy
 ---------------------------------------------
-Every intermediate value is kept as a float64 array holding an exact float32 value.
+Inside `tanh` and `log`, every intermediate value is kept as a float64 array holding an exact
+float32 value.
 
 * ``a*b``, ``a+b``, ``a/b`` are computed in float64 and rounded once to float32.  For
   float32 operands this double rounding is harmless (53 >= 2*24 + 2), so the result is
   the correctly rounded float32 operation.
-* ``fma(a, b, c)``: the product of two float32 values is exact in float64, but the
+* ``_fma(a, b, c)``: the product of two float32 values is exact in float64, but the
   following float64 addition may round, and rounding that sum again to float32 could
   then be wrong (double rounding onto a float32 tie).  Where the float64 sum lands
   exactly on a float32 midpoint, its exact error is recovered with TwoSum and the sum
   is moved one float64 ulp towards the exact value (as rounding *to odd* would);
   rounding that to nearest float32 gives the correctly rounded fma, i.e. exactly what
-  the hardware instruction computes.
+  the hardware instruction computes.  Fixing midpoints only is enough because of FTZ
+  (next point): the float32 subnormal range, whose midpoints sit elsewhere, is flushed.
 * XLA runs its CPU kernels with the MXCSR flags FTZ and DAZ set: denormal inputs act as
   signed zeros in arithmetic and comparisons, and results that are tiny *after*
   rounding (|result| < 2**-126 when rounded to 24 bits) are flushed to signed zero.
   Selects and bit operations still move the original bits (e.g. ``tanh`` returns a
   denormal input unchanged).
 
+The public `fma` works on native float32 or float64 arrays, subnormals included (no FTZ:
+engine._threefry's formulas never produce them, and the samplers' scaling should not flush
+them): it rounds the float64 sum to odd in general (Boldo & Melquiond), which is slower than
+the midpoint fix above but right everywhere.
+
 Library calls
 -------------
-``exp`` and ``log`` are LLVM intrinsics that XLA rewrites into its own approximation
-only for vector widths 1, 2, 4 and 8.  For arrays with fewer than 16 elements, the
-trailing partial vector (3, 5, 6 or 7 lanes) is left to LLVM, which calls glibc's
-``expf``/``logf`` per element (only for 1-D arrays; see ``_libm_lanes``).  ``exp`` and
-``log`` below take the same path for the same shapes, but evaluate those elements in double
-precision rounded once (``_libm``): libm's functions are correctly rounded in all but rare
-cases, so these lanes agree with JAX to within one ulp rather than bit for bit.
-``sin`` and ``cos`` are always libm calls in XLA and are computed the same way here;
-``tan`` is not provided.
+``log`` is an LLVM intrinsic that XLA rewrites into its own approximation only for vector
+widths 1, 2, 4 and 8.  For arrays with fewer than 16 elements, the trailing partial vector
+(3, 5, 6 or 7 lanes) is left to LLVM, which calls glibc's ``logf`` per element (only for 1-D
+arrays; see ``_libm_lanes``).  ``log`` below takes the same path for the same shapes, but
+evaluates those elements in double precision rounded once (``_libm``): libm's functions are
+correctly rounded in all but rare cases, so these lanes agree with JAX to within one ulp
+rather than bit for bit.
 
-The functions take anything convertible to a float32 array (other dtypes are first cast
+`tanh` and `log` take anything convertible to a float32 array (other dtypes are first cast
 to float32) and return a new float32 ndarray of the same shape, or a NumPy float32
 scalar for a Python/NumPy scalar input.
 """
@@ -51,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["tanh", "log", "exp", "log1p", "expm1", "logistic", "sigmoid", "erf", "sin", "cos"]
+__all__ = ["fma", "log", "tanh"]
 
 _F64 = np.float64
 _FLT_MIN = 2.0**-126
@@ -164,15 +176,6 @@ def _from_bits(u: Any) -> np.ndarray:
     return np.asarray(u, dtype=np.uint32).view(np.float32).astype(_F64)
 
 
-def _pow2(n: np.ndarray) -> np.ndarray:
-    """2**n for integral float n in [-127, 127] built from exponent bits, as XLA does:
-    n = -127 gives bits 0, i.e. 0.0, not a denormal.  NaN n (cvttps2dq gives
-    0x80000000, and the shift drops it) gives 1.0."""
-    ni = np.where(np.isnan(n), 0, n).astype(np.int64)
-    u = ((ni << 23) + 0x3F800000) & 0xFFFFFFFF
-    return _from_bits(u)
-
-
 def _set_nan(out32: np.ndarray, x32: np.ndarray, negate: bool = False) -> None:
     """Give NaN inputs the output bits x86 produces: the input NaN, quieted (of -x when
     the expansion starts by negating x)."""
@@ -182,6 +185,62 @@ def _set_nan(out32: np.ndarray, x32: np.ndarray, negate: bool = False) -> None:
         if negate:
             xb = xb ^ _SIGN
         out32.view(np.uint32)[isnan] = xb | _QUIET
+
+
+# ---------------------------------------------------------------------------------
+# Fused multiply-add of native float32/float64 arrays (no FTZ)
+# ---------------------------------------------------------------------------------
+
+
+def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """s + e == a + b exactly, with s the rounded sum (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _add_round_to_odd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float64 a + b rounded to odd: inexact results get an odd last bit."""
+    s, e = _two_sum(a, b)
+    even = (s.view(np.int64) & 1) == 0
+    # If inexact and the nearest value is even, the exact sum lies between it
+    # and the neighbour on e's side, and that neighbour is odd.  Infinite or
+    # NaN sums are already right (and their e is meaningless).
+    step = (e != 0) & even & np.isfinite(s)
+    return np.where(step, np.nextafter(s, np.copysign(np.inf, e)), s)
+
+
+def _two_prod(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """p + e == a * b exactly for float64 (Dekker, with Veltkamp splitting)."""
+    split = 134217729.0  # 2**27 + 1 cuts a double into two 26-bit halves.
+    ca, cb = split * a, split * b
+    a_hi, b_hi = ca - (ca - a), cb - (cb - b)
+    a_lo, b_lo = a - a_hi, b - b_hi
+    p = a * b
+    e = ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+    return p, e
+
+
+def fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """a * b + c with a single rounding, for float32 or float64 operands."""
+    dtype = np.result_type(a, b, c)
+    # Infinite or NaN operands make the error terms NaN; those lanes fall back
+    # to the plain result, which is then the right one.
+    with np.errstate(invalid="ignore", over="ignore"):
+        if dtype == np.float32:
+            # A float32 product is exact in float64; an odd-rounded float64 sum
+            # then rounds to float32 exactly as the true fma would.
+            a64, b64, c64 = (np.asarray(v, np.float64) for v in (a, b, c))
+            return _add_round_to_odd(a64 * b64, c64).astype(np.float32)
+        if dtype == np.float64:
+            # Boldo & Melquiond, "Emulation of FMA and correctly rounded sums:
+            # proved algorithms using rounding to odd" (IEEE TC, 2008).
+            a, b, c = (np.asarray(v, np.float64) for v in (a, b, c))
+            p_hi, p_lo = _two_prod(a, b)
+            s_hi, s_lo = _two_sum(c, p_hi)
+            fused = s_hi + _add_round_to_odd(s_lo, p_lo)
+            return np.where(np.isfinite(s_hi), fused, p_hi + c)
+    raise TypeError(f"fma emulation supports float32 and float64, not {dtype}")
 
 
 # ---------------------------------------------------------------------------------
@@ -280,7 +339,7 @@ def _log_vector(xd: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------
-# libm's float32 functions (XLA calls them for odd-width tails of small arrays, and for sin/cos)
+# libm's logf (XLA calls it for odd-width tails of small arrays)
 # ---------------------------------------------------------------------------------
 
 
@@ -288,9 +347,8 @@ def _libm(fn: Any, x32: np.ndarray) -> np.ndarray:
     """A C library float32 function as XLA's CPU code sees it: denormal inputs read as zero,
     evaluated here in double precision and rounded once, denormal results flushed to zero.
 
-    glibc's expf, logf, sinf and cosf are correctly rounded in all but rare cases, so this
-    agrees with them to within one ulp, and almost always bit for bit; we do not reproduce
-    their internals."""
+    glibc's logf is correctly rounded in all but rare cases, so this agrees with it to within
+    one ulp, and almost always bit for bit; we do not reproduce its internals."""
     with np.errstate(all="ignore"):
         y = fn(_daz(x32))
     out = y.astype(np.float32)
@@ -329,7 +387,8 @@ def _choose_path(x32: np.ndarray, path: str) -> np.ndarray | None:
 
 
 def log(x: Any, *, path: str = "auto") -> Any:
-    """float32 natural log as computed by JAX/XLA on CPU (bit exact).
+    """float32 natural log as computed by JAX/XLA on CPU (bit exact; engine._threefry uses the
+    expansion alone, ``path="vector"``).
 
     ``path="auto"`` mimics XLA's choice for an array of this shape (see module doc);
     ``"vector"`` forces XLA's own expansion, ``"libm"`` the library path (to one ulp)."""
@@ -349,200 +408,4 @@ def log(x: Any, *, path: str = "auto") -> Any:
             # glibc's logf does for x < 0; NumPy's own SIMD log (2.4+) returns the positive one.
             logs.view(np.uint32)[tail < 0] = np.uint32(0xFFC00000)
             flat_out[lanes] = logs
-    return _finish(out, kind)
-
-
-# ---------------------------------------------------------------------------------
-# exp
-# ---------------------------------------------------------------------------------
-
-# XLA's exp expansion (Cephes expf): x clamped to [-87.8, 88.8],
-# n = floor(x*log2(e) + 0.5) clamped to [-127, 127], r = x - n*ln2 (two-step
-# Cody-Waite), exp(r) ~ 1 + r + r^2*P(r) with P of degree 5, times 2**n built from
-# exponent bits (so results below ~2**-126 become 0 rather than denormals).
-_EXP_LO = _c(0xC2AF999A)  # -87.8
-_EXP_HI = _c(0x42B1999A)  # 88.8
-_LOG2E = _c(0x3FB8AA3B)
-_EXP_P = [_c(b) for b in (0x39506967, 0x3AB743CE, 0x3C088908, 0x3D2AA9C1, 0x3E2AAAAA, 0x3F000000)]
-
-
-def _exp_parts(xd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(y, 2**n) with exp(x) = y * 2**n, as XLA evaluates them."""
-    xc = np.clip(xd, _EXP_LO, _EXP_HI)
-    n = np.floor(_fma(xc, _LOG2E, 0.5))
-    n = np.clip(n, -127.0, 127.0)
-    r = _fma(-n, _LN2_HI, xc)
-    r = _fma(-n, _LN2_LO, r)
-    p = _fma(r, _EXP_P[0], _EXP_P[1])
-    for coef in _EXP_P[2:]:
-        p = _fma(r, p, coef)
-    r2 = _mul(r, r)
-    y = _fma(p, r2, r)
-    y = _add(y, 1.0)
-    return y, _pow2(n)
-
-
-def _exp_vector(xd: np.ndarray) -> np.ndarray:
-    y, scale = _exp_parts(xd)
-    return _mul(y, scale)
-
-
-def exp(x: Any, *, path: str = "auto") -> Any:
-    """float32 exp as computed by JAX/XLA on CPU (bit exact).
-
-    ``path`` as for :func:`log` (the library path for odd tails of small arrays, to one ulp)."""
-    x32, kind = _prepare(x)
-    with np.errstate(all="ignore"):
-        out = _exp_vector(_daz(x32)).astype(np.float32)
-        _set_nan(out, x32)
-        lanes = _choose_path(x32, path)
-        if lanes is not None:
-            flat_in = x32.reshape(-1)
-            flat_out = out.reshape(-1)
-            flat_out[lanes] = _libm(np.exp, flat_in[lanes])
-    return _finish(out, kind)
-
-
-# ---------------------------------------------------------------------------------
-# sin / cos (always libm calls in XLA)
-# ---------------------------------------------------------------------------------
-
-
-def sin(x: Any) -> Any:
-    """float32 sin as JAX/XLA computes it on CPU (libm's sinf), to within one ulp."""
-    x32, kind = _prepare(x)
-    with np.errstate(all="ignore"):
-        out = _libm(np.sin, x32)
-        tiny = np.abs(x32) < np.float32(2.0**-12)
-        out[tiny] = x32[tiny]  # the library returns tiny arguments unchanged, denormals included
-    return _finish(out, kind)
-
-
-def cos(x: Any) -> Any:
-    """float32 cos as JAX/XLA computes it on CPU (libm's cosf), to within one ulp."""
-    x32, kind = _prepare(x)
-    with np.errstate(all="ignore"):
-        out = _libm(np.cos, x32)
-    return _finish(out, kind)
-
-
-# ---------------------------------------------------------------------------------
-# expm1
-# ---------------------------------------------------------------------------------
-
-
-def expm1(x: Any) -> Any:
-    """float32 expm1 as computed by JAX/XLA on CPU (bit exact).
-
-    XLA's expansion: exp(x) - 1 for |x| > 0.5, otherwise tanh(x/2) * (exp(x) + 1),
-    which avoids the cancellation; x itself when x/2 == 0.  exp and tanh are the
-    expansions above."""
-    x32, kind = _prepare(x)
-    with np.errstate(all="ignore"):
-        xd = _daz(x32)
-        y, scale = _exp_parts(xd)
-        em = _mul(y, scale)
-        big = np.abs(xd) > 0.5
-        res = _add(em, -1.0)
-        h = _mul(xd[~big], 0.5)
-        res[~big] = _mul(_add(em[~big], 1.0), _tanh_core(h))
-        out = res.astype(np.float32)
-        zero = _mul(xd, 0.5) == 0  # x itself where x/2 is zero (DAZ/FTZ included)
-        out[zero] = x32[zero]
-        _set_nan(out, x32)
-    return _finish(out, kind)
-
-
-# ---------------------------------------------------------------------------------
-# log1p
-# ---------------------------------------------------------------------------------
-
-# XLA's log1p expansion: for |x| < sqrt(2) - 1 a Cephes-style rational
-# x - x^2/2 + x^3 * N(x)/D(x) (degree 6 over 6), otherwise the log expansion of 1 + x.
-_LOG1P_SMALL = _c(0x3ED413CD)
-_LOG1P_N = [_c(b) for b in (0x383DE04B, 0x3EFF40C5, 0x40D284FA, 0x41EF4B9C, 0x4273CC76, 0x426473AD, 0x41A05101)]
-_LOG1P_D = [_c(b) for b in (0x417101AD, 0x42A6185B, 0x435DC32D, 0x439A8CA3, 0x43586D8A, 0x42707982)]
-
-
-def log1p(x: Any) -> Any:
-    """float32 log1p as computed by JAX/XLA on CPU (bit exact)."""
-    x32, kind = _prepare(x)
-    with np.errstate(all="ignore"):
-        xd = _daz(x32)
-        out = np.empty(xd.shape, dtype=np.float32)
-        small = np.abs(xd) < _LOG1P_SMALL  # NaN goes to the log branch
-        # log branch: XLA's log of 1 + x.
-        u = _add(xd[~small], 1.0)
-        big = _log_core(u).astype(np.float32)
-        bb = big.view(np.uint32)
-        bb[~(u > 0)] = np.uint32(0xFFFFFFFF)  # 1 + x <= 0 or NaN
-        bb[u == 0] = np.uint32(0xFF800000)
-        bb[u == np.inf] = np.uint32(0x7F800000)
-        out[~small] = big
-        # Rational branch; its polynomials start from x*0 + c (not folded away by XLA).
-        xs = xd[small]
-        x0 = _mul(xs, 0.0)
-        d = _add(x0, 1.0)
-        for coef in _LOG1P_D:
-            d = _fma(xs, d, coef)
-        num = _add(x0, _LOG1P_N[0])
-        for coef in _LOG1P_N[1:]:
-            num = _fma(xs, num, coef)
-        ratio = _div(num, d)
-        x2 = _mul(xs, xs)
-        w = _mul(_mul(xs, x2), ratio)
-        w = _fma(-0.5, x2, w)
-        out[small] = _add(xs, w)
-    return _finish(out, kind)
-
-
-# ---------------------------------------------------------------------------------
-# logistic (jax.nn.sigmoid / lax.logistic)
-# ---------------------------------------------------------------------------------
-
-
-def logistic(x: Any) -> Any:
-    """float32 logistic sigmoid as computed by JAX/XLA on CPU (bit exact).
-
-    XLA rewrites logistic(x) as 1 / (1 + exp(-x)) with the exp expansion above; in
-    that fused kernel the final scaling by 2**n and the + 1 become one fma."""
-    x32, kind = _prepare(x)
-    with np.errstate(all="ignore"):
-        xd = _daz(x32)
-        y, scale = _exp_parts(-xd)
-        out = _div(1.0, _fma(y, scale, 1.0)).astype(np.float32)
-        _set_nan(out, x32, negate=True)
-    return _finish(out, kind)
-
-
-sigmoid = logistic
-
-
-# ---------------------------------------------------------------------------------
-# erf
-# ---------------------------------------------------------------------------------
-
-# XLA's erf expansion for float32: x*P(x^2)/Q(x^2) (degrees 4 and 6) and +-1 for
-# |x| >= 3.8325069.
-_ERF_BIG = _c(0x407547CB)
-_ERF_P = [_c(b) for b in (0x39702D51, 0x3B5F5DA2, 0x3D50B6EB, 0x3E3DA740, 0x3F906EBA)]
-_ERF_Q = [_c(b) for b in (0xB3FD3906, 0x37C588DF, 0x3A856D28, 0x3C6687D4, 0x3DE34C21, 0x3EFEB44A, 0x3F800000)]
-
-
-def erf(x: Any) -> Any:
-    """float32 erf as computed by JAX/XLA on CPU (jax.scipy.special.erf, bit exact)."""
-    x32, kind = _prepare(x)
-    with np.errstate(all="ignore"):
-        xd = _daz(x32)
-        x2 = _mul(xd, xd)
-        p = _fma(x2, _ERF_P[0], _ERF_P[1])
-        for coef in _ERF_P[2:]:
-            p = _fma(x2, p, coef)
-        p = _mul(xd, p)
-        q = _fma(x2, _ERF_Q[0], _ERF_Q[1])
-        for coef in _ERF_Q[2:]:
-            q = _fma(x2, q, coef)
-        out = _div(p, q)
-        out = np.where(np.abs(xd) >= _ERF_BIG, np.copysign(1.0, x32), out).astype(np.float32)
-        _set_nan(out, x32)
     return _finish(out, kind)

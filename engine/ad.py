@@ -16,6 +16,8 @@ import numpy as np
 from engine.array import Array
 from engine.core import Graph, Literal, Tracer, Var, bind
 from engine.errors import DifferentiationError
+from engine.primitive import Linear, WholeEquation
+from engine.primitives import broadcast_to, convert, zeros
 
 
 def _read(env: dict[Var, Any], atom: Any) -> Any:
@@ -32,37 +34,30 @@ def _differentiable(var: Var) -> bool:
     return var.aval.dtype.kind in "fc"
 
 
-def _vjp_rule(prim: Any, i: int) -> Any:
+def _check_defined(eqn: Any, vals: list[Any], wanted: list[bool]) -> None:
+    """Let the primitive refuse a derivative its rules would get wrong for these operands."""
+    if eqn.prim.guard is not None:
+        eqn.prim.guard(vals, wanted, eqn.attrs)
+
+
+def _cotangents(eqn: Any, g: Any, ans: Any, vals: list[Any], needed: list[bool]) -> list[Any]:
+    """The equation's contribution to each operand's cotangent (None for zero or not needed)."""
+    prim = eqn.prim
     rules = prim.vjp
+    if isinstance(rules, WholeEquation):
+        return rules.fn(g, ans, needed, *vals, **eqn.attrs)
     if rules is None:
+        if not any(needed):
+            return [None] * len(vals)
         raise DifferentiationError(
             f"`{prim.name}` has no reverse-mode derivative rule, but a value being differentiated "
             "flows through it. Wrap its input in `stop_gradient` if it should be treated as constant."
         )
-    return rules[i]
-
-
-def _check_defined(eqn: Any, vals: list[Any], wanted: list[bool]) -> None:
-    """Refuse a derivative whose rule would be wrong for these operands, rather than return it.
-
-    x.at[idx].multiply(y) with an element of x selected twice multiplies it by several entries of
-    y; the rule for y's derivative leaves out the other factors (JAX refuses this case too).
-    """
-    if eqn.prim.name != "index_update" or eqn.attrs["mode"] != "mul" or not wanted[1]:
-        return
-    from engine.numpy.indexing import selects_repeatedly
-
-    repeated = selects_repeatedly(tuple(vals[0].shape), eqn.attrs["index"], vals[2:])
-    if repeated is False:
-        return
-    why = ("selects an element more than once" if repeated else
-           "is traced, so whether it selects an element more than once cannot be checked")
-    raise DifferentiationError(
-        f"x.at[idx].multiply(y) cannot be differentiated with respect to y when idx {why}: the "
-        "derivative for each entry of y would need the other entries multiplied into the same "
-        "element. Use indices without repeats (multiply repeated entries of y together first), "
-        "pass the indices as constants rather than traced values, or wrap y in stop_gradient."
-    )
+    out = []
+    for i, need in enumerate(needed):
+        rule = rules.rule(i) if need else None
+        out.append(rule(g, ans, *vals, **eqn.attrs) if rule is not None else None)
+    return out
 
 
 def _bind_env(graph: Graph, args: list[Any], consts: list[Any] | None) -> dict[Var, Any]:
@@ -119,14 +114,7 @@ def vjp_graph(
             vals = [_read(env, a) for a in eqn.inputs]
             needed = [isinstance(a, Var) and a in active for a in eqn.inputs]
             _check_defined(eqn, vals, needed)
-            vjp_all = prim.extra.get("vjp_all")
-            if vjp_all is not None:
-                contributions = vjp_all(g, ans, needed, *vals, **eqn.attrs)
-            else:
-                contributions = [
-                    _vjp_rule(prim, i)(g, ans, *vals, **eqn.attrs) if need and _vjp_rule(prim, i) else None
-                    for i, need in enumerate(needed)
-                ]
+            contributions = _cotangents(eqn, g, ans, vals, needed)
             for atom, need, c in zip(eqn.inputs, needed, contributions):
                 if need and c is not None:
                     ct[atom] = _add(ct.get(atom), _match_dtype(c, atom))
@@ -137,13 +125,9 @@ def vjp_graph(
 
 def _match_dtype(c: Any, var: Var) -> Any:
     if c.dtype != var.aval.dtype:
-        from engine.numpy._base import convert
-
         c = convert(c, var.aval.dtype)
     if tuple(c.shape) != var.aval.shape:
-        import engine.numpy as jnp
-
-        c = jnp.broadcast_to(c, var.aval.shape)
+        c = broadcast_to(c, var.aval.shape)
     return c
 
 
@@ -164,29 +148,27 @@ def jvp_graph(graph: Graph, args: list[Any], tangents: list[Any]) -> tuple[list[
             continue
         _check_defined(eqn, vals, [t is not None for t in ts])
         prim = eqn.prim
-        if prim.extra.get("linear_jvp"):
-            import engine.numpy as jnp
-
-            filled = [t if t is not None else jnp.zeros(v.shape, v.dtype) for t, v in zip(ts, vals)]
-            tan[outs[0]] = bind(prim, tuple(filled), eqn.attrs)
-            continue
-        jvp_all = prim.extra.get("jvp_all")
-        if jvp_all is not None:
-            out_tangents = jvp_all(ts, result, *vals, **eqn.attrs)
-            for v, t in zip(outs, out_tangents):
-                if t is not None:
-                    tan[v] = t
-            continue
-        if prim.jvp is None:
+        rules = prim.jvp
+        if rules is None:
             raise DifferentiationError(
                 f"`{prim.name}` has no forward-mode derivative rule, but a value being "
                 "differentiated flows through it. Use reverse mode (grad, vjp, jacrev) instead."
             )
+        if isinstance(rules, Linear):  # the primitive itself, applied to the tangents
+            filled = [t if t is not None else zeros(v.shape, v.dtype) for t, v in zip(ts, vals)]
+            tan[outs[0]] = bind(prim, tuple(filled), eqn.attrs)
+            continue
+        if isinstance(rules, WholeEquation):
+            out_tangents = rules.fn(ts, result, *vals, **eqn.attrs)
+            for v, t in zip(outs, out_tangents):
+                if t is not None:
+                    tan[v] = t
+            continue
         total = None
         for i, t in enumerate(ts):
             if t is None:
                 continue
-            rule = prim.jvp[i]
+            rule = rules.rule(i)
             if rule is None:
                 continue
             contribution = rule(t, result, *vals, **eqn.attrs)
@@ -199,7 +181,6 @@ def jvp_graph(graph: Graph, args: list[Any], tangents: list[Any]) -> tuple[list[
 
 
 def zeros_for(x: Any) -> Any:
-    import engine.numpy as jnp
-
+    """The zero derivative of x (float32 zeros for an integer or boolean x)."""
     dtype = x.dtype if x.dtype.kind in "fc" else np.dtype("float32")
-    return jnp.zeros(x.shape, dtype)
+    return zeros(x.shape, dtype)

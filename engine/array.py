@@ -1,7 +1,8 @@
 """`Array`: the engine's concrete array, a thin immutable wrapper over a NumPy value.
 
-Arrays and tracers share one set of methods and operators (installed by `engine.numpy`), so user
-code cannot tell them apart except that only an Array has concrete values to print or convert.
+Arrays and tracers (engine.core) share one set of methods and operators (installed by
+`engine.numpy`), so user code cannot tell them apart except that only an Array has concrete values
+to print or convert. This module is the bottom of the engine: it imports no other part of it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-
-from engine.core import Tracer
-from engine.errors import ConcretizationError, TracerArrayConversionError
 
 
 class Array:
@@ -110,71 +108,3 @@ def format_array_repr(value: np.ndarray) -> str:
     """JAX's repr: `Array([...], dtype=float32)`, dtype always shown."""
     body = np.array2string(value, separator=", ", prefix="Array(")
     return f"Array({body}, dtype={value.dtype.name})"
-
-
-def _tracer_conversion(kind: str):
-    def convert(self: Tracer, *args: Any) -> Any:
-        if self.value is not None:
-            return getattr(np.asarray(self.value), f"__{kind}__")(*args)
-        raise ConcretizationError(
-            f"a traced value ({self!r}) was converted to a Python {kind} inside a function being "
-            f"traced abstractly (jit, make_graph, or a graph sent to the service). Its value is not "
-            "known until the graph runs, so Python control flow cannot depend on it. Use "
-            "`jnp.where` to choose between values, or pass the value as a static argument "
-            "(`jit(f, static_argnums=...)`)."
-        )
-    return convert
-
-
-def _tracer_array(self: Tracer, dtype: Any = None, copy: Any = None) -> np.ndarray:
-    raise TracerArrayConversionError(
-        f"a traced value ({self!r}) was passed to a NumPy function. NumPy functions do not record "
-        "operations, so the derivative through them would be silently lost. Use the same function "
-        "from `engine.numpy` (import engine.numpy as jnp) instead."
-    )
-
-
-def _tracer_iter(self: Tracer) -> Iterator[Any]:
-    if self.ndim == 0:
-        raise TypeError("iteration over a 0-dimensional traced array")
-    return (self[i] for i in range(self.shape[0]))
-
-
-def _tracer_len(self: Tracer) -> int:
-    if self.ndim == 0:
-        raise TypeError("len() of a 0-dimensional traced array")
-    return self.shape[0]
-
-
-def _tracer_hash(self: Tracer) -> int:
-    raise TypeError("traced arrays are unhashable")
-
-
-def _tracer_getattr(self: Tracer, name: str) -> Any:
-    raise AttributeError(
-        f"traced array {self!r} has no attribute {name!r}. Arrays in traced functions support "
-        "NumPy's array methods that engine.numpy implements (shape, dtype, ndim, size, T, "
-        "reshape, sum, mean, astype, at, ...); call the function from `engine.numpy` instead."
-    )
-
-
-Tracer.__bool__ = _tracer_conversion("bool")
-Tracer.__float__ = _tracer_conversion("float")
-Tracer.__int__ = _tracer_conversion("int")
-Tracer.__complex__ = _tracer_conversion("complex")
-Tracer.__index__ = _tracer_conversion("index")
-Tracer.__array__ = _tracer_array
-Tracer.__iter__ = _tracer_iter
-Tracer.__len__ = _tracer_len
-Tracer.__hash__ = _tracer_hash
-Tracer.__getattr__ = _tracer_getattr
-
-
-def _tracer_item(self: Tracer, *args: Any) -> Any:
-    if self.value is not None:
-        return np.asarray(self.value).item(*args)
-    return _tracer_conversion("float")(self)
-
-
-Tracer.item = _tracer_item
-Tracer.tolist = lambda self: _tracer_conversion("float")(self) if self.value is None else self.value.tolist()

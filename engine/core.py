@@ -21,10 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.errors import EscapedTracerError
+from engine.array import Array
+from engine.errors import (
+    ConcretizationError,
+    DeadlineExceeded,
+    EscapedTracerError,
+    TracerArrayConversionError,
+)
+from engine.limits import LimitExceeded
+from engine.tree_util import PyTreeDef, tree_flatten, tree_unflatten
 
-if TYPE_CHECKING:
-    from engine.primitives import Primitive
+if TYPE_CHECKING:  # the record type is a layer above the IR; only its annotations are needed here
+    from engine.primitive import Primitive
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +108,10 @@ class Graph:
     """A closed function: `outputs = f(inputs)` given values for `constvars`.
 
     `constvars` are bound to `consts`: NumPy arrays captured from the Python closure, or (only while
-    the enclosing trace is alive) tracers of an enclosing trace.
+    the enclosing trace is alive) tracers of an enclosing trace. A graph traced from a Python
+    function (`make_graph`) also knows how its flat inputs and outputs are structured as pytrees
+    (`in_tree`, `out_tree`); one read from a document, or named for one, knows its parameters'
+    names (`param_names`).
     """
 
     invars: list[Var]
@@ -108,6 +119,9 @@ class Graph:
     consts: list[Any]
     eqns: list[Eqn]
     outvars: list[Atom]
+    in_tree: PyTreeDef | None = None
+    out_tree: PyTreeDef | None = None
+    param_names: list[str] | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -115,24 +129,23 @@ class Graph:
 
     def to_json(self, encoding: str = "json") -> dict[str, Any]:
         """The `nabla.graph/1` document of this graph (see engine.serialize)."""
+        # The serialiser is a layer above the IR (it imports this module): imported on use.
         from engine.serialize import graph_to_json
 
-        return graph_to_json(self, getattr(self, "param_names", None), encoding)
+        return graph_to_json(self, self.param_names, encoding)
 
     def __call__(self, *args: Any) -> Any:
         """Evaluate on arrays (or on tracers, so a graph can be transformed like a function).
 
         Arguments follow the traced function's signature when the graph remembers it.
         """
+        # Bringing Python numbers and lists in is engine.numpy's job, a layer above the IR.
         from engine.numpy._base import asarray
 
-        in_tree = getattr(self, "in_tree", None)
-        if in_tree is not None:
-            from engine.tree_util import tree_flatten, tree_unflatten
-
+        if self.in_tree is not None:
             leaves, tree = tree_flatten(args)
-            if tree != in_tree:
-                raise TypeError(f"this graph takes arguments structured as {in_tree}, got {tree}")
+            if tree != self.in_tree:
+                raise TypeError(f"this graph takes arguments structured as {self.in_tree}, got {tree}")
         else:
             leaves = list(args)
         if len(leaves) != len(self.invars):
@@ -142,14 +155,12 @@ class Graph:
             if tuple(x.shape) != v.aval.shape or x.dtype != v.aval.dtype:
                 raise TypeError(f"argument {i} must be {v.aval.str_short()}, got {x.dtype.name}{list(x.shape)}")
         outs = eval_graph(self, leaves)
-        out_tree = getattr(self, "out_tree", None)
-        if out_tree is not None:
-            from engine.tree_util import tree_unflatten
-
-            return tree_unflatten(out_tree, outs)
+        if self.out_tree is not None:
+            return tree_unflatten(self.out_tree, outs)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def __str__(self) -> str:
+        # The printer is a layer above the IR (it imports this module): imported on use.
         from engine.graph_printer import format_graph
 
         return format_graph(self)
@@ -270,8 +281,6 @@ class deadline:  # noqa: N801 - used as a context manager
 def check_deadline() -> None:
     limit = _deadline[-1]
     if limit is not None and time.monotonic() > limit:
-        from engine.errors import DeadlineExceeded
-
         raise DeadlineExceeded("the computation ran past its time limit and was stopped")
 
 
@@ -284,8 +293,6 @@ def check_elements(shape: tuple[int, ...], what: str) -> None:
     if limit is None:
         return
     if len(shape) > MAX_BUDGETED_DIMENSIONS:
-        from engine.limits import LimitExceeded
-
         raise LimitExceeded(f"{what} would have {len(shape)} dimensions, over the limit of "
                             f"{MAX_BUDGETED_DIMENSIONS} (max_dimensions)", limit="max_dimensions",
                             value=len(shape), maximum=MAX_BUDGETED_DIMENSIONS)
@@ -293,8 +300,6 @@ def check_elements(shape: tuple[int, ...], what: str) -> None:
     for n in shape:
         size *= int(n)
     if size > limit:
-        from engine.limits import LimitExceeded
-
         raise LimitExceeded(f"{what} would have shape {tuple(shape)}: {size} elements, over the limit of "
                             f"{limit} (max_array_elements)", limit="max_array_elements", value=size,
                             maximum=limit)
@@ -373,6 +378,69 @@ class Tracer:
     def __repr__(self) -> str:
         return f"Traced<{self._var.aval.str_short()}>"
 
+    # Operators and NumPy-style methods (x + y, x.sum(), x.at[...]) are installed by engine.numpy,
+    # the same ones as on Array. What follows is what only a tracer does: it refuses to become a
+    # Python value while its value is unknown, and to enter plain NumPy at all.
+
+    def _concrete(self, kind: str) -> np.ndarray:
+        if self.value is not None:
+            return np.asarray(self.value)
+        raise ConcretizationError(
+            f"a traced value ({self!r}) was converted to a Python {kind} inside a function being "
+            f"traced abstractly (jit, make_graph, or a graph sent to the service). Its value is not "
+            "known until the graph runs, so Python control flow cannot depend on it. Use "
+            "`jnp.where` to choose between values, or pass the value as a static argument "
+            "(`jit(f, static_argnums=...)`)."
+        )
+
+    def __bool__(self) -> bool:
+        return self._concrete("bool").__bool__()
+
+    def __float__(self) -> float:
+        return self._concrete("float").__float__()
+
+    def __int__(self) -> int:
+        return self._concrete("int").__int__()
+
+    def __complex__(self) -> complex:
+        return self._concrete("complex").__complex__()
+
+    def __index__(self) -> int:
+        return self._concrete("index").__index__()
+
+    def item(self, *args: Any) -> Any:
+        return self._concrete("float").item(*args)
+
+    def tolist(self) -> Any:
+        return self._concrete("float").tolist() if self.value is None else self.value.tolist()
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise TracerArrayConversionError(
+            f"a traced value ({self!r}) was passed to a NumPy function. NumPy functions do not record "
+            "operations, so the derivative through them would be silently lost. Use the same function "
+            "from `engine.numpy` (import engine.numpy as jnp) instead."
+        )
+
+    def __iter__(self) -> Any:
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-dimensional traced array")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-dimensional traced array")
+        return self.shape[0]
+
+    def __hash__(self) -> int:
+        raise TypeError("traced arrays are unhashable")
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"traced array {self!r} has no attribute {name!r}. Arrays in traced functions support "
+            "NumPy's array methods that engine.numpy implements (shape, dtype, ndim, size, T, "
+            "reshape, sum, mean, astype, at, ...); call the function from `engine.numpy` instead."
+        )
+
 
 def bind(prim: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Any:
     """Apply a primitive to Arrays and Tracers: compute it eagerly, or record it in a trace."""
@@ -389,8 +457,6 @@ def bind(prim: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Any:
             if top is None or t.level > top.level:
                 top = t
     if top is None:
-        from engine.array import Array
-
         if _element_budget[-1] is not None:
             _check_out_avals(prim, prim.abstract(*[aval_of(a) for a in args], **attrs))
         if _deadline[-1] is not None:
@@ -448,8 +514,6 @@ def concrete_value(x: Any) -> Any:
 
 def eval_graph(graph: Graph, args: list[Any], consts: list[Any] | None = None) -> list[Any]:
     """Run a graph on Arrays (computing) or on Tracers (re-recording it into an outer trace)."""
-    from engine.array import Array
-
     env: dict[Var, Any] = {}
     for v, a in zip(graph.invars, args):
         env[v] = a

@@ -34,8 +34,19 @@ class InvalidArgumentError(EngineError, ValueError):
     a malformed einsum subscripts string."""
 
 
+class BatchAxisError(EngineError, ValueError):
+    """vmap's axes do not fit what they describe: an axis out of range, a scalar asked to be
+    mapped, mapped axes of different sizes, nothing mapped at all, a mapped result whose out_axes
+    is None, or in_axes/out_axes that are not a prefix of the arguments' (results') structure."""
+
+
 class DifferentiationError(EngineError, TypeError):
     """A transformation was asked for something it cannot differentiate."""
+
+
+class NotBatchable(EngineError):
+    """A primitive's batching rule cannot apply it to these operands in one pass (a batched index
+    array, say); callers run the equation once per example instead."""
 
 
 class GradientCheckError(EngineError, AssertionError):

@@ -38,6 +38,7 @@ from engine.core import Tracer, _element_budget, element_budget
 from engine.errors import DeadlineExceeded, DtypeError, EngineError, InvalidArgumentError, ShapeError
 from engine.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 from engine.numpy import linalg
+from engine.primitive import DECLARED
 from engine.scipy import special
 
 
@@ -100,6 +101,8 @@ def _functions() -> dict[str, Callable[..., Any]]:
         "concatenate", "stack", "hstack", "vstack", "tile", "repeat", "flip", "take", "stop_gradient",
         "mod", "remainder", "floor_divide", "float_power", "atleast_1d", "atleast_2d", "erf", "logsumexp",
     ]
+    # and every function engine.numpy has from a primitive's record (hypot, ...)
+    numpy_names += [p.facade.name for p in DECLARED if p.facade is not None and p.facade.name not in numpy_names]
     table: dict[str, Callable[..., Any]] = {name: getattr(jnp, name) for name in numpy_names}
     for name in ("solve", "inv", "det", "cholesky", "norm"):
         table[f"linalg.{name}"] = getattr(linalg, name)
@@ -152,6 +155,23 @@ def _loc(node: ast.AST) -> tuple[int | None, int | None]:
     line = getattr(node, "lineno", None)
     col = getattr(node, "col_offset", None)
     return line, (col + 1 if col is not None else None)
+
+
+def _columns_in_characters(tree: ast.AST, source: str) -> None:
+    """Make every node's column count characters, as syntax errors' columns do: Python's parser
+    counts UTF-8 bytes, so a non-ASCII character earlier on a line would shift the column an
+    error reports (a caller highlighting it would point at the wrong place)."""
+    lines = source.splitlines()
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", None)
+        if line is None or line > len(lines) or lines[line - 1].isascii():
+            continue
+        encoded = lines[line - 1].encode()
+        for attr in ("col_offset", "end_col_offset"):
+            col = getattr(node, attr, None)
+            end_line = node.end_lineno if attr == "end_col_offset" else line
+            if col is not None and end_line == line:
+                setattr(node, attr, len(encoded[:col].decode("utf-8", "replace")))
 
 
 def _fail(node: ast.AST, message: str, kind: str = "invalid") -> ExprError:
@@ -213,6 +233,7 @@ class Program:
         except (RecursionError, MemoryError):  # Python's parser gave up, far deeper than max_depth
             raise _limit(None, f"the expression is nested too deeply to parse (more than {limits.max_depth} "
                          "levels, max_depth)", "max_depth", limits.max_depth + 1, limits.max_depth) from None
+        _columns_in_characters(tree, source)
         self._check_size(tree)
         self.assignments, self.output = self._split(tree)
         self._validate()

@@ -9,6 +9,8 @@ from typing import Any
 from engine.array import Array
 from engine.core import Tracer, eval_graph
 from engine.numpy._base import asarray
+from engine.optimize import optimize
+from engine.plan import compile_plan
 from engine.transforms import trace_function
 from engine.tree_util import tree_flatten, tree_unflatten
 
@@ -53,8 +55,6 @@ def jit(fun: Callable[..., Any], static_argnums: int | Sequence[int] = ()) -> Ca
                tuple(_static_key(args[i]) for i in statics if i < len(args)))
         entry = cache.get(key)
         if entry is None:
-            from engine.optimize import optimize
-
             tf, _, _ = trace_function(fun, args, {}, nums, concrete=False)
             graph = optimize(tf.graph)
             if any(isinstance(c, Tracer) for c in graph.consts):
@@ -77,6 +77,4 @@ def jit(fun: Callable[..., Any], static_argnums: int | Sequence[int] = ()) -> Ca
 
 
 def _compile(graph: Any) -> Callable[[list[Any]], list[Any]] | None:
-    from engine.plan import compile_plan
-
     return compile_plan(graph, check_deadlines=False)

@@ -4,6 +4,10 @@ subexpression elimination and dead-code elimination.
 Differentiation produces many multiplications by one, additions of zero, and repeats of the same
 subexpression (the n-th derivative of tanh recomputes tanh and its powers over and over); these
 passes take the graph of the n-th derivative from exponential to polynomial size in n.
+
+What a pass may assume about a primitive comes from its record (`Primitive.algebra`, declared
+with it in engine/primitives.py): commutativity, identity elements and identities, involutions,
+how two nested applications compose, and its part in ring arithmetic.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 
 from engine.core import Eqn, Graph, Literal, Tracer, Var, check_deadline
 from engine.limits import DEFAULT_LIMITS
+from engine.primitive import Primitive
+from engine.primitives import add_p, broadcast_p, integer_pow_p, mul_p, neg_p, sub_p
 
 # Folding a constant expression must not materialise something huge (e.g. broadcast_to a
 # scalar to a large shape): fold only results up to this many elements.
@@ -40,9 +46,7 @@ def optimize(graph: Graph, *, max_rounds: int = 8) -> Graph:
             candidate = _run_passes(graph, max_rounds, distribute=distribute, max_eqns=2 * len(g.eqns) + 64)
             if candidate is not None and len(candidate.eqns) < len(g.eqns):
                 g = candidate
-    for attr in ("in_tree", "out_tree"):
-        if hasattr(graph, attr):
-            setattr(g, attr, getattr(graph, attr))
+    g.in_tree, g.out_tree = graph.in_tree, graph.out_tree
     return g
 
 
@@ -140,9 +144,6 @@ def _attrs_key(attrs: dict[str, Any]) -> Any:
         return None  # unhashable attributes: never merged
 
 
-_COMMUTATIVE = {"add", "mul", "max", "min", "eq", "ne", "and", "or", "xor"}
-
-
 def _order_key(key: Any) -> tuple:
     """A total order on operand keys (variables by creation, then literals), cheap to compute."""
     return (0, key.count, ()) if isinstance(key, Var) else (1, 0, key)
@@ -168,9 +169,9 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
             kept.append(Eqn(eqn.prim, inputs, eqn.outputs, eqn.attrs))
             continue
         operand_keys = tuple(_atom_key(a) for a in inputs)
-        if eqn.prim.name in _COMMUTATIVE:
+        if eqn.prim.algebra.commutative:
             operand_keys = tuple(sorted(operand_keys, key=_order_key))  # x * y and y * x are one node
-        key = (eqn.prim.name, operand_keys, attrs_key)
+        key = (eqn.prim, operand_keys, attrs_key)
         previous = seen.get(key)
         if previous is not None:
             for old, new in zip(eqn.outputs, previous):
@@ -205,8 +206,8 @@ def fold_constants(graph: Graph) -> Graph:
         foldable = (
             all(r is not None for r in raw)
             and not eqn.prim.multiple_results
+            and not eqn.prim.python_code
             and eqn.outputs[0].aval.size <= MAX_FOLDED_ELEMENTS
-            and eqn.prim.name != "custom_vjp_call"
         )
         if foldable:
             with np.errstate(all="ignore"):
@@ -241,55 +242,17 @@ def _same_type(atom: Any, out: Var) -> bool:
 
 def _identity_operand(eqn: Eqn, inputs: list[Any]) -> Any:
     """The operand this equation merely passes through, if it is an identity; else None."""
-    name = eqn.prim.name
+    algebra = eqn.prim.algebra
     out = eqn.outputs[0]
-    if name in ("mul",):
-        for i, j in ((0, 1), (1, 0)):
-            if _literal_equals(inputs[i], 1) and _same_type(inputs[j], out):
-                return inputs[j]
-    elif name == "add":
-        for i, j in ((0, 1), (1, 0)):
-            if _literal_equals(inputs[i], 0) and _same_type(inputs[j], out):
-                return inputs[j]
-    elif name in ("sub",):
-        if _literal_equals(inputs[1], 0) and _same_type(inputs[0], out):
-            return inputs[0]
-    elif name == "div":
-        if _literal_equals(inputs[1], 1) and _same_type(inputs[0], out):
-            return inputs[0]
-    elif name == "integer_pow":
-        if eqn.attrs["y"] == 1:
-            return inputs[0]
-    elif name in ("reshape", "broadcast_to", "convert_element_type", "transpose"):
-        if _same_type(inputs[0], out) and (name != "transpose" or
-                                           tuple(eqn.attrs["perm"]) == tuple(range(out.aval.ndim))):
-            return inputs[0]
-    elif name == "reduce_sum":
-        if not eqn.attrs["axes"]:
-            return inputs[0]
-    elif name == "gather":
-        if len(inputs) == 1 and _same_type(inputs[0], out) and all(
-                item[0] == "ellipsis" or (item[0] == "slice" and item[1] in (None, 0) and item[3] in (None, 1)
-                                          and (item[2] is None or item[2] >= dim))
-                for item, dim in zip(eqn.attrs["index"], _index_dims(eqn.attrs["index"], inputs[0].aval.shape))):
-            return inputs[0]
+    if algebra.left_identity is not None and _literal_equals(inputs[0], algebra.left_identity) \
+            and _same_type(inputs[1], out):
+        return inputs[1]
+    if algebra.right_identity is not None and _literal_equals(inputs[1], algebra.right_identity) \
+            and _same_type(inputs[0], out):
+        return inputs[0]
+    if algebra.identity is not None and algebra.identity(inputs, out, eqn.attrs):
+        return inputs[0]
     return None
-
-
-def _index_dims(index: tuple, shape: tuple[int, ...]) -> list[int]:
-    """The size of the dimension each index item applies to (0 for items that consume none)."""
-    dims, d = [], 0
-    consumed = sum(1 for it in index if it[0] in ("int", "slice", "array"))
-    for item in index:
-        if item[0] == "ellipsis":
-            dims.append(0)
-            d += len(shape) - consumed
-        elif item[0] == "none":
-            dims.append(0)
-        else:
-            dims.append(shape[d] if d < len(shape) else 0)
-            d += 1
-    return dims
 
 
 def simplify(graph: Graph) -> Graph:
@@ -303,26 +266,20 @@ def simplify(graph: Graph) -> Graph:
             if passthrough is not None:
                 subst[eqn.outputs[0]] = passthrough
                 continue
-            # neg(neg(x)) -> x; reshape(reshape(x)) -> reshape(x)
+            # p(p(x)) -> x for an involution (neg); p(p(x, a), b) -> p(x, compose(a, b))
             first = inputs[0] if inputs else None
             inner = producers.get(first) if isinstance(first, Var) else None
-            if inner is not None and eqn.prim.name == "neg" and inner.prim.name == "neg":
+            if inner is not None and inner.prim is eqn.prim and eqn.prim.algebra.involution:
                 subst[eqn.outputs[0]] = inner.inputs[0]
                 continue
-            if inner is not None and eqn.prim.name == "reshape" and inner.prim.name == "reshape":
+            if inner is not None and inner.prim is eqn.prim and eqn.prim.algebra.compose is not None:
                 inputs = [inner.inputs[0]]
-                if _same_type(inner.inputs[0], eqn.outputs[0]):
+                composed = Eqn(eqn.prim, inputs, eqn.outputs, eqn.prim.algebra.compose(inner.attrs, eqn.attrs))
+                if _identity_operand(composed, inputs) is not None:
                     subst[eqn.outputs[0]] = inner.inputs[0]
                     continue
-            if inner is not None and eqn.prim.name == "transpose" and inner.prim.name == "transpose":
-                # transpose(transpose(x, p), q) is one transpose by the composed permutation
-                perm = tuple(inner.attrs["perm"][i] for i in eqn.attrs["perm"])
-                if perm == tuple(range(len(perm))):
-                    subst[eqn.outputs[0]] = inner.inputs[0]
-                    continue
-                new = Eqn(eqn.prim, [inner.inputs[0]], eqn.outputs, {"perm": perm})
-                producers[eqn.outputs[0]] = new
-                kept.append(new)
+                producers[eqn.outputs[0]] = composed
+                kept.append(composed)
                 continue
         new = Eqn(eqn.prim, inputs, eqn.outputs, eqn.attrs)
         for v in eqn.outputs:
@@ -333,7 +290,6 @@ def simplify(graph: Graph) -> Graph:
 
 # ----------------------------------------------------------------------------- canonical sums and products
 
-_POLY_PRIMS = ("add", "sub", "neg", "mul", "integer_pow")
 # Distributing monomials over sums can double a form's terms at every step (the gradient of a
 # chain like `a = sin(a) * cos(a) + a`): a longer form is emitted as it was written instead.
 MAX_FORM_TERMS = 24
@@ -422,15 +378,13 @@ class _Canonicalizer:
         self.sticky: dict[Var, tuple[float, Any]] = {}
         self.sum_atoms: dict[Any, Any] = {}
 
-    def _emit(self, prim_name: str, inputs: list[Any], aval: Any, attrs: dict[str, Any]) -> Var:
-        from engine.primitives import PRIMITIVES
-
-        key = (prim_name, tuple(_atom_key(a) for a in inputs), tuple(sorted(attrs.items())))
+    def _emit(self, prim: Primitive, inputs: list[Any], aval: Any, attrs: dict[str, Any]) -> Var:
+        key = (prim, tuple(_atom_key(a) for a in inputs), tuple(sorted(attrs.items())))
         hit = self.cache.get(key)
         if hit is not None:
             return hit
         out = Var(aval)
-        self.eqns.append(Eqn(PRIMITIVES[prim_name], inputs, [out], attrs))
+        self.eqns.append(Eqn(prim, inputs, [out], attrs))
         self.cache[key] = out
         if self.max_eqns is not None and len(self.eqns) > self.max_eqns:
             raise _TooLarge
@@ -452,8 +406,8 @@ class _Canonicalizer:
     def _emit_monomial(self, mono: tuple, aval: Any) -> Any:
         acc = None
         for atom, power in mono:
-            factor = atom if power == 1 else self._emit("integer_pow", [atom], aval, {"y": power})
-            acc = factor if acc is None else self._emit("mul", [acc, factor], aval, {})
+            factor = atom if power == 1 else self._emit(integer_pow_p, [atom], aval, {"y": power})
+            acc = factor if acc is None else self._emit(mul_p, [acc, factor], aval, {})
         return acc
 
     def _emit_form(self, form: Form, aval: Any) -> Any:
@@ -465,25 +419,25 @@ class _Canonicalizer:
             term = self._emit_monomial(mono, aval)
             if acc is None:
                 if coeff == -1.0:
-                    term = self._emit("neg", [term], aval, {})
+                    term = self._emit(neg_p, [term], aval, {})
                 elif coeff != 1.0:
-                    term = self._emit("mul", [term, self._literal(coeff, dtype)], aval, {})
+                    term = self._emit(mul_p, [term, self._literal(coeff, dtype)], aval, {})
                 acc = term
             elif coeff == 1.0:
-                acc = self._emit("add", [acc, term], aval, {})
+                acc = self._emit(add_p, [acc, term], aval, {})
             elif coeff == -1.0:
-                acc = self._emit("sub", [acc, term], aval, {})
+                acc = self._emit(sub_p, [acc, term], aval, {})
             else:
-                scaled = self._emit("mul", [term, self._literal(coeff, dtype)], aval, {})
-                acc = self._emit("add", [acc, scaled], aval, {})
+                scaled = self._emit(mul_p, [term, self._literal(coeff, dtype)], aval, {})
+                acc = self._emit(add_p, [acc, scaled], aval, {})
         if acc is None:
             lit = self._literal(const, dtype)
-            return lit if aval.shape == () else self._emit("broadcast_to", [lit], aval, {"shape": aval.shape})
+            return lit if aval.shape == () else self._emit(broadcast_p, [lit], aval, {"shape": aval.shape})
         if const != 0.0:
             if len(terms) == 1 and next(iter(terms.values())) == -1.0:  # c - m, not c + (-m)
                 plain = self._emit_monomial(next(iter(terms)), aval)
-                return self._emit("sub", [self._literal(const, dtype), plain], aval, {})
-            acc = self._emit("add", [acc, self._literal(const, dtype)], aval, {})
+                return self._emit(sub_p, [self._literal(const, dtype), plain], aval, {})
+            acc = self._emit(add_p, [acc, self._literal(const, dtype)], aval, {})
         return acc
 
     def _form_of(self, atom: Any) -> Form | None:
@@ -548,14 +502,14 @@ class _Canonicalizer:
         forms = [self._form_of(a) for a in inputs]
         if any(f is None for f in forms):
             return None
-        name = eqn.prim.name
-        if name == "add":
+        ring = eqn.prim.algebra.ring
+        if ring == "add":
             return _sum(forms[0], forms[1])
-        if name == "sub":
+        if ring == "sub":
             return _sum(forms[0], forms[1], -1.0)
-        if name == "neg":
+        if ring == "neg":
             return _scale(forms[0], -1.0)
-        if name == "mul":
+        if ring == "mul":
             (c0, t0), (c1, t1) = forms
             if not t0:
                 return _scale(forms[1], c0)
@@ -571,7 +525,7 @@ class _Canonicalizer:
             f0 = self._factor(inputs[0], forms[0])
             f1 = self._factor(inputs[1], forms[1])
             return 0.0, {_monomial_product(f0[1], f1[1]): f0[0] * f1[0]}
-        if name == "integer_pow":
+        if ring == "integer_pow":
             return self._power_form(inputs[0], forms[0], eqn.attrs["y"])
         return None
 
@@ -588,7 +542,7 @@ class _Canonicalizer:
 
     def run(self) -> Graph:
         for eqn in self.graph.eqns:
-            if eqn.prim.name in _POLY_PRIMS and not eqn.prim.multiple_results:
+            if eqn.prim.algebra.ring is not None and not eqn.prim.multiple_results:
                 form = self._polynomial_form(eqn, eqn.inputs)
                 if form is not None and _bounded(form, eqn.outputs[0].aval.dtype):  # else: an opaque node
                     self.forms[eqn.outputs[0]] = form

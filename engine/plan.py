@@ -2,9 +2,11 @@
 
 The generated function has one local variable per graph variable, no dictionary lookups and no
 dispatch: each equation becomes one call of its primitive's implementation (attributes bound in
-advance), and a variable is deleted right after its last use so intermediates are freed as early
-as possible. The source is generated from our own IR only: names are `v<number>`, callables
-and constants are passed in through the function's namespace, never spelled out as text.
+advance), a ufunc writing into a dying operand's buffer, or a Python operator, as the primitive's
+record says (`Primitive.plan`); and a variable is deleted right after its last use so
+intermediates are freed as early as possible. The source is generated from our own IR only:
+names are `v<number>`, callables and constants are passed in through the function's namespace,
+never spelled out as text.
 """
 
 from __future__ import annotations
@@ -17,34 +19,16 @@ import numpy as np
 
 from engine.core import Graph, Literal, Tracer, Var, check_deadline
 
-# A cooperative deadline check is emitted every this many equations, and before every equation
-# whose cost grows faster than its operands' size (a chain of large products must not run on for
-# 32 steps past its deadline).
+# A cooperative deadline check is emitted every this many equations, and after every equation
+# whose cost grows faster than its operands' size (`Plan.superlinear`: a chain of large products
+# must not run on for 32 steps past its deadline).
 DEADLINE_EVERY = 32
-_SUPERLINEAR = frozenset({"matmul", "einsum", "solve", "inv", "cholesky", "det", "det_sign", "logabsdet"})
-
-# Elementwise primitives that are NumPy ufuncs: they can write into a dying operand's buffer.
-_UFUNCS = {
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "neg": np.negative,
-    "exp": np.exp, "sin": np.sin, "cos": np.cos, "sqrt": np.sqrt, "max": np.maximum, "min": np.minimum,
-    "expm1": np.expm1, "log1p": np.log1p, "abs": np.abs,
-}
-# Primitives whose result may share memory with an operand (views): an operand seen by one of
-# these is never overwritten, since a live view of it might read the change.
-_MAY_ALIAS = {"reshape", "transpose", "broadcast_to", "gather", "stop_gradient", "convert_element_type"}
-
-# Arithmetic is written as Python operators: the same NumPy operation as the ufunc call, but on
-# NumPy scalars it skips the ufunc machinery (about 60 ns instead of 600 ns).
-_OPERATORS = {
-    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
-    "lt": "{0} < {1}", "le": "{0} <= {1}", "gt": "{0} > {1}", "ge": "{0} >= {1}",
-}
 
 
 def _reusable_operand(eqn: Any, k: int, last_use: dict[Var, int], owned: set[Var]) -> Var | None:
     """An operand whose buffer the result can overwrite: same shape and dtype as the result,
     owned by the plan, and dead after this equation."""
-    if eqn.prim.name not in _UFUNCS or eqn.prim.multiple_results:
+    if eqn.prim.plan.ufunc is None or eqn.prim.multiple_results:
         return None
     out = eqn.outputs[0].aval
     if not out.shape:
@@ -95,26 +79,26 @@ def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[lis
                 last_use[a] = k
     outputs = {a for a in graph.outvars if isinstance(a, Var)}
     invars = set(graph.invars)
-    # Buffers this plan allocated itself and nobody else can see: results of ufuncs and
-    # products (never graph inputs, constants, or anything a view was taken of).
-    aliased = {a for eqn in graph.eqns if eqn.prim.name in _MAY_ALIAS for a in eqn.inputs if isinstance(a, Var)}
-    owned = {eqn.outputs[0] for eqn in graph.eqns
-             if eqn.prim.name in _UFUNCS or eqn.prim.name in ("matmul", "select")
-             or (eqn.prim.name == "integer_pow" and eqn.attrs["y"] not in (0, 1))}  # x**1 is x itself
+    # Buffers this plan allocated itself and nobody else can see: fresh results (of ufuncs and
+    # products; never graph inputs, constants, or anything a view was taken of). An operand of
+    # an equation whose result may be a view of it is never overwritten, since a live view of it
+    # might read the change.
+    aliased = {a for eqn in graph.eqns if eqn.prim.plan.view for a in eqn.inputs if isinstance(a, Var)}
+    owned = {eqn.outputs[0] for eqn in graph.eqns if eqn.prim.plan.fresh_for(eqn.attrs)}
     owned -= aliased | outputs
 
     for k, eqn in enumerate(graph.eqns):
         operands = [atom(a) for a in eqn.inputs]
         outs = [name_of(v) for v in eqn.outputs]
         target = outs[0] if len(outs) == 1 and not eqn.prim.multiple_results else "(" + ", ".join(outs) + ",)"
-        template = _OPERATORS.get(eqn.prim.name)
-        if eqn.prim.name == "integer_pow" and eqn.attrs["y"] in (2, 3):
-            template = " * ".join(["{0}"] * eqn.attrs["y"])
+        # Arithmetic written as a Python operator is the same NumPy operation as the ufunc call,
+        # but on NumPy scalars it skips the ufunc machinery (about 60 ns instead of 600 ns).
+        template = eqn.prim.plan.operator_for(eqn.attrs)
         reuse = _reusable_operand(eqn, k, last_use, owned)
         if reuse is not None:
             # Write the result into an operand that dies here: no new allocation.
             ufunc_name = f"u_{eqn.prim.name}"
-            namespace[ufunc_name] = _UFUNCS[eqn.prim.name]
+            namespace[ufunc_name] = eqn.prim.plan.ufunc
             lines.append(f"{target} = {ufunc_name}({', '.join(operands)}, out={names[reuse]})")
             # The result now owns the buffer, unless it is an output or a view will be taken of
             # it (overwriting it later would change what the view reads).
@@ -131,7 +115,7 @@ def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[lis
                        and a not in outputs and a not in invars and names[a].startswith("v")})
         if dead:
             lines.append(f"del {', '.join(dead)}")
-        if check_deadlines and (k % DEADLINE_EVERY == DEADLINE_EVERY - 1 or eqn.prim.name in _SUPERLINEAR):
+        if check_deadlines and (k % DEADLINE_EVERY == DEADLINE_EVERY - 1 or eqn.prim.plan.superlinear):
             lines.append("_check_deadline()")
     result = ", ".join(atom(a) for a in graph.outvars)
     body = "\n    ".join(lines) if lines else "pass"

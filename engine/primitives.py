@@ -1,80 +1,53 @@
-"""The primitive table: every operation the IR knows, declared once.
+"""The primitives: every operation the IR knows, each declared once as a complete record.
 
-Each `Primitive` carries, side by side:
-- `impl`: its NumPy implementation on raw arrays;
-- `abstract`: its shape/dtype rule, used for tracing and for inference before anything is allocated;
-- `vjp`: one rule per input, `rule(g, ans, *args, **attrs) -> cotangent` (None: no gradient flows);
-- `jvp`: one rule per input, `rule(t, ans, *args, **attrs) -> tangent contribution`.
+Each `declare(...)` below gives, side by side (engine.primitive describes the record):
+- `impl`: the NumPy implementation on raw arrays;
+- `abstract`: the shape/dtype rule, used for tracing and for inference before anything is allocated;
+- `vjp` / `jvp`: the derivative rules, `rule(g, ans, *args, **attrs) -> cotangent` per operand
+  and `rule(t, ans, *args, **attrs) -> tangent contribution` (a rule returning None contributes
+  a symbolic zero);
+- `batch`: how to apply it to operands carrying a leading batch axis;
+- `plan`: how the plan compiler writes it as Python; `algebra`: what the optimiser may assume;
+- `facade`: the engine.numpy function it is exposed as, for those exposed one to one.
 
-Rules are written with the engine's own differentiable operations (`engine.numpy`), so when
-they run under a trace they record graph nodes, and derivatives of derivatives come for free.
-A rule that returns None contributes a symbolic zero.
+Rules are written with the operations at the end of this module (each the primitive call that
+the engine.numpy function of the same name makes) and with Python operators on arrays (which
+engine.numpy installs), so that when they run under a trace they record graph nodes, and
+derivatives of derivatives come for free. This module imports nothing above the IR.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-import engine.numpy as jnp
-from engine import _xla_f32
-from engine.core import ShapedArray, bind
-from engine.errors import DtypeError, ShapeError
+from engine import _xla_f32, dtypes, primitive
+from engine.array import Array
+from engine.core import ShapedArray, Tracer, bind, check_elements
+from engine.errors import DifferentiationError, DtypeError, NotBatchable, ShapeError
+from engine.indexing import index_dims, index_to_numpy, indexed_shape, selects_repeatedly
+from engine.primitive import (
+    Algebra,
+    Derivative,
+    Facade,
+    InvalidAttributes,
+    Linear,
+    PerInput,
+    Plan,
+    Primitive,
+    declare,
+)
 
 Rule = Callable[..., Any] | None
-
-
-@dataclass(eq=False)
-class Primitive:
-    name: str
-    impl: Callable[..., Any]
-    abstract: Callable[..., Any]
-    vjp: tuple[Rule, ...] | None = None
-    jvp: tuple[Rule, ...] | None = None
-    multiple_results: bool = False
-    # Attribute names and a short description, published by the service (GET /v1/ops).
-    attr_names: tuple[str, ...] = ()
-    arity: int | None = None  # None: variadic
-    doc: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __call__(self, *args: Any, **attrs: Any) -> Any:
-        return bind(self, args, attrs)
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-PRIMITIVES: dict[str, Primitive] = {}
-
-
-def defprim(
-    name: str,
-    impl: Callable[..., Any],
-    abstract: Callable[..., Any],
-    vjp: list[Rule] | None = None,
-    jvp: list[Rule] | None = None,
-    *,
-    arity: int | None = None,
-    attrs: tuple[str, ...] = (),
-    multiple_results: bool = False,
-    doc: str = "",
-) -> Primitive:
-    if name in PRIMITIVES:
-        raise ValueError(f"primitive {name!r} is declared twice")
-    prim = Primitive(
-        name, impl, abstract, tuple(vjp) if vjp is not None else None,
-        tuple(jvp) if jvp is not None else None, multiple_results, attrs, arity, doc,
-    )
-    PRIMITIVES[name] = prim
-    return prim
-
+# The registries, at their usual address (engine.primitives.PRIMITIVES).
+PRIMITIVES = primitive.PRIMITIVES
+DECLARED = primitive.DECLARED
 
 # ----------------------------------------------------------------------------- shape rules
+
 
 def _same(x: ShapedArray, **_: Any) -> ShapedArray:
     return x
@@ -116,8 +89,8 @@ def _unbroadcast(g: Any, shape: tuple[int, ...]) -> Any:
         i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1
     )
     if axes:
-        g = jnp.sum(g, axis=axes)
-    return jnp.reshape(g, shape) if g.shape != shape else g
+        g = reduce_sum(g, axes)
+    return reshape(g, shape) if g.shape != shape else g
 
 
 def _norm_axes(axes: tuple[int, ...], ndim: int, op: str) -> tuple[int, ...]:
@@ -131,13 +104,166 @@ def _norm_axes(axes: tuple[int, ...], ndim: int, op: str) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+# ----------------------------------------------------------------------------- batching rules
+# A batched value carries the batch as its leading axis. Most rules only shift axes in the
+# attributes, because NumPy's own broadcasting handles the extra leading axis once operands are
+# aligned. A rule raises NotBatchable for a case it cannot do in one pass (the caller then runs
+# the equation once per example).
+
+
+def _batch_align(x: Any, batched: bool, rank: int) -> Any:
+    """x as an array of rank 1 + rank with the batch leading (size 1 when x is unbatched)."""
+    if batched:
+        extra = rank - (x.ndim - 1)
+        if extra > 0:
+            x = reshape(x, (x.shape[0],) + (1,) * extra + tuple(x.shape[1:]))
+        return x
+    extra = rank - x.ndim
+    return reshape(x, (1,) * (1 + extra) + tuple(x.shape))
+
+
+def with_batch_axis(x: Any, batched: bool, n: int) -> Any:
+    """x with its batch axis materialised (an unbatched value is broadcast to n copies)."""
+    if batched:
+        return x
+    return broadcast_to(reshape(x, (1,) + tuple(x.shape)), (n,) + tuple(x.shape))
+
+
+def _batch_elementwise(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any], n: int) -> Any:
+    rank = max(a.ndim - (1 if b else 0) for a, b in zip(args, batched))
+    aligned = [_batch_align(a, b, rank) for a, b in zip(args, batched)]
+    return bind(prim, tuple(aligned), attrs)
+
+
+def _batch_shift_axes(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any], n: int) -> Any:
+    """Reductions and scans: the operand's axes move up by one past the batch axis."""
+    new = dict(attrs)
+    if "axes" in new:
+        new["axes"] = tuple(a + 1 for a in new["axes"])
+    if "axis" in new:
+        new["axis"] = new["axis"] + 1 if new["axis"] >= 0 else new["axis"]
+    return bind(prim, (args[0],), new)
+
+
+def _batch_reshape(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any], n: int) -> Any:
+    return bind(prim, (args[0],), {"shape": (n,) + tuple(attrs["shape"])})
+
+
+def _batch_transpose(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any], n: int) -> Any:
+    return bind(prim, (args[0],), {"perm": (0,) + tuple(p + 1 for p in attrs["perm"])})
+
+
+def _batch_broadcast(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any], n: int) -> Any:
+    shape = tuple(attrs["shape"])
+    return bind(prim, (_batch_align(args[0], True, len(shape)),), {"shape": (n,) + shape})
+
+
+def _batch_concatenate(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any], n: int) -> Any:
+    full = [with_batch_axis(a, b, n) for a, b in zip(args, batched)]
+    return bind(prim, tuple(full), {"axis": attrs["axis"] + 1})
+
+
+def _indexed_batch_attrs(attrs: dict[str, Any], batched_indices: list[bool]) -> dict[str, Any]:
+    """The attributes of an indexing equation with a leading batch axis, when one pass can do it."""
+    index = attrs["index"]
+    if any(batched_indices):
+        raise NotBatchable("batched index arrays")
+    kinds = [item[0] for item in index]
+    has_arrays = "array" in kinds
+    advanced = [i for i, k in enumerate(kinds) if k == "array" or (has_arrays and k == "int")]
+    if advanced and advanced != list(range(advanced[0], advanced[-1] + 1)):
+        raise NotBatchable("separated advanced indices move the batch axis")
+    new_attrs = dict(attrs)
+    new_attrs["index"] = (("slice", None, None, None),) + tuple(index)
+    return new_attrs
+
+
+def _batch_gather(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any], n: int) -> Any:
+    return bind(prim, tuple(args), _indexed_batch_attrs(attrs, batched[1:]))
+
+
+def _batch_index_update(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any],
+                        n: int) -> Any:
+    new_attrs = _indexed_batch_attrs(attrs, batched[2:])
+    x = with_batch_axis(args[0], batched[0], n)
+    y = args[1]
+    if batched[1]:
+        target = indexed_shape(tuple(args[0].shape[1:] if batched[0] else args[0].shape), attrs["index"],
+                               [tuple(a.shape) for a in args[2:]])
+        y = _batch_align(y, True, len(target))
+    else:
+        y = _batch_align(y, False, y.ndim)
+    return bind(prim, (x, y) + tuple(args[2:]), new_attrs)
+
+
+def _batch_matmul(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any], n: int) -> Any:
+    """A batch of matrix products against one fixed matrix is folded into a single product."""
+    a, b = args
+    if batched == [False, True] and a.ndim == 2 and b.ndim == 3 and b.shape[2] == 1:
+        # A batch of matrix-vector products: (n, k, 1) -> (k, n) is a transposed view, no copy.
+        cols = transpose(reshape(b, (n, b.shape[1])), (1, 0))
+        out = bind(prim, (a, cols), attrs)  # (m, n)
+        return reshape(transpose(out, (1, 0)), (n, a.shape[0], 1))
+    if batched == [False, True] and a.ndim == 2 and b.ndim == 3:
+        k, p = b.shape[1], b.shape[2]
+        wide = reshape(transpose(b, (1, 0, 2)), (k, n * p))
+        out = bind(prim, (a, wide), attrs)
+        return transpose(reshape(out, (a.shape[0], n, p)), (1, 0, 2))
+    if batched == [True, False] and a.ndim == 3 and b.ndim == 2:
+        tall = reshape(a, (n * a.shape[1], a.shape[2]))
+        return reshape(bind(prim, (tall, b), attrs), (n, a.shape[1], b.shape[1]))
+    return _batch_matrix_operands(prim, args, batched, attrs, n)
+
+
+def _batch_matrix_operands(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any],
+                           n: int) -> Any:
+    # Leading (batch) dimensions broadcast in matmul and NumPy's linalg: align their ranks.
+    rank = max(a.ndim - (1 if b else 0) for a, b in zip(args, batched))
+    aligned = [_batch_align(a, b, rank) if b else a for a, b in zip(args, batched)]
+    return bind(prim, tuple(aligned), attrs)
+
+
+def _batch_leading(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any], n: int) -> Any:
+    """Functions of the last two axes (matrix inverse, determinant, ...): the batch is one more
+    leading axis, which they already accept."""
+    return bind(prim, (args[0],), attrs)
+
+
+def _batch_einsum(prim: Primitive, args: list[Any], batched: list[bool], attrs: dict[str, Any], n: int) -> Any:
+    lhs, _, out = attrs["spec"].partition("->")
+    terms = lhs.split(",")
+    used = set(attrs["spec"])
+    letter = next(c for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in used)
+    terms = [letter + t if b else t for t, b in zip(terms, batched)]
+    return bind(prim, tuple(args), {"spec": ",".join(terms) + "->" + letter + out})
+
+
+# ----------------------------------------------------------------------------- algebra helpers
+
+
+def _same_type(atom: Any, out: Any) -> bool:
+    return atom.aval.shape == out.aval.shape and atom.aval.dtype == out.aval.dtype
+
+
+def _same_type_identity(inputs: list[Any], out: Any, attrs: dict[str, Any]) -> bool:
+    """A shape or dtype change that changes nothing."""
+    return _same_type(inputs[0], out)
+
+
 # ----------------------------------------------------------------------------- elementwise unary
 
-def _unary(name: str, impl: Callable, vjp: Rule, jvp: Rule | None = None, *, floats: bool = True,
-           doc: str = "") -> Primitive:
+
+def _unary(name: str, impl: Callable, vjp: Rule, jvp: Rule | None = None, *, doc: str, floats: bool = True,
+           plan: Plan = Plan(), algebra: Algebra = Algebra(), facade: str | None = None) -> Primitive:
     """An elementwise primitive; its JVP is its VJP's rule applied to the tangent unless given."""
-    return defprim(name, impl, _float_only(name) if floats else _same, [vjp],
-                   [jvp if jvp is not None else vjp], arity=1, doc=doc)
+    return declare(name, impl=impl, abstract=_float_only(name) if floats else _same, vjp=PerInput(vjp),
+                   jvp=PerInput(jvp if jvp is not None else vjp), batch=_batch_elementwise, plan=plan,
+                   algebra=algebra, arity=1, doc=doc, facade=Facade(facade) if facade else None)
+
+
+def _ufunc(fn: Any, operator: str | None = None) -> Plan:
+    """An elementwise NumPy ufunc: its result is a new buffer, and may reuse a dying operand's."""
+    return Plan(ufunc=fn, operator=operator, fresh=True)
 
 
 def _zero_rule(g: Any, ans: Any, *args: Any, **attrs: Any) -> None:
@@ -150,38 +276,6 @@ def _f32_kernel(x: Any, float32_kernel: Callable[[Any], Any], default: Callable[
     if np.result_type(x) == np.float32:
         return float32_kernel(x)
     return default(x)
-
-
-neg_p = _unary("neg", np.negative, lambda g, ans, x: -g, floats=False)
-exp_p = _unary("exp", np.exp, lambda g, ans, x: g * ans)
-expm1_p = _unary("expm1", np.expm1, lambda g, ans, x: g * (ans + 1))
-log_p = _unary("log", lambda x: _f32_kernel(x, _xla_f32.log, np.log), lambda g, ans, x: g / x)
-log1p_p = _unary("log1p", np.log1p, lambda g, ans, x: g / (x + 1))
-sin_p = _unary("sin", np.sin, lambda g, ans, x: g * jnp.cos(x))
-cos_p = _unary("cos", np.cos, lambda g, ans, x: -g * jnp.sin(x))
-tan_p = _unary("tan", np.tan, lambda g, ans, x: g * (1 + ans * ans))
-asin_p = _unary("asin", np.arcsin, lambda g, ans, x: g * jnp.reciprocal(jnp.sqrt(1 - x * x)))
-acos_p = _unary("acos", np.arccos, lambda g, ans, x: -g * jnp.reciprocal(jnp.sqrt(1 - x * x)))
-atan_p = _unary("atan", np.arctan, lambda g, ans, x: g / (1 + x * x))
-sinh_p = _unary("sinh", np.sinh, lambda g, ans, x: g * jnp.cosh(x))
-cosh_p = _unary("cosh", np.cosh, lambda g, ans, x: g * jnp.sinh(x))
-tanh_p = _unary("tanh", lambda x: _f32_kernel(x, _xla_f32.tanh, np.tanh), lambda g, ans, x: g * (1 - ans * ans))
-asinh_p = _unary("asinh", np.arcsinh, lambda g, ans, x: g * jnp.reciprocal(jnp.sqrt(x * x + 1)))
-acosh_p = _unary("acosh", np.arccosh,
-                 lambda g, ans, x: g * jnp.reciprocal(jnp.sqrt(x - 1) * jnp.sqrt(x + 1)))
-atanh_p = _unary("atanh", np.arctanh, lambda g, ans, x: g / (1 - x * x))
-# sqrt'(0) = inf, as in JAX.
-sqrt_p = _unary("sqrt", np.sqrt, lambda g, ans, x: g / (ans * 2))
-logistic_p = _unary("logistic", lambda x: _logistic(x), lambda g, ans, x: g * ans * (1 - ans))
-# abs'(0) = 1 (JAX's convention: the derivative of the x >= 0 branch).
-abs_p = _unary("abs", np.abs, lambda g, ans, x: jnp.where(x >= 0, g, -g), floats=False)
-sign_p = _unary("sign", np.sign, _zero_rule, floats=False)
-floor_p = _unary("floor", np.floor, _zero_rule)
-ceil_p = _unary("ceil", np.ceil, _zero_rule)
-# Rounds half to even, like jnp.round.
-round_p = _unary("round", np.round, _zero_rule)
-erf_p = _unary("erf", lambda x: _erf(x),
-               lambda g, ans, x: g * (2 / math.sqrt(math.pi)) * jnp.exp(-x * x))
 
 
 def _logistic(x: np.ndarray) -> np.ndarray:
@@ -197,6 +291,51 @@ def _erf(x: np.ndarray) -> np.ndarray:
     # NumPy has no erf; the C library's is correctly rounded to within an ulp in double precision.
     dtype = np.result_type(x)
     return np.asarray(_erf_scalar(np.asarray(x, dtype=np.float64)), dtype=np.float64).astype(dtype)
+
+
+neg_p = _unary("neg", np.negative, lambda g, ans, x: -g, floats=False, plan=_ufunc(np.negative, "-{0}"),
+               algebra=Algebra(involution=True, ring="neg"), doc="-x")
+exp_p = _unary("exp", np.exp, lambda g, ans, x: g * ans, plan=_ufunc(np.exp), facade="exp", doc="e ** x")
+expm1_p = _unary("expm1", np.expm1, lambda g, ans, x: g * (ans + 1), plan=_ufunc(np.expm1), facade="expm1",
+                 doc="e ** x - 1, accurate near 0")
+log_p = _unary("log", lambda x: _f32_kernel(x, _xla_f32.log, np.log), lambda g, ans, x: g / x, facade="log",
+               doc="natural logarithm")
+log1p_p = _unary("log1p", np.log1p, lambda g, ans, x: g / (x + 1), plan=_ufunc(np.log1p), facade="log1p",
+                 doc="log(1 + x), accurate near 0")
+sin_p = _unary("sin", np.sin, lambda g, ans, x: g * cos_p(x), plan=_ufunc(np.sin), facade="sin", doc="sine")
+cos_p = _unary("cos", np.cos, lambda g, ans, x: -g * sin_p(x), plan=_ufunc(np.cos), facade="cos", doc="cosine")
+tan_p = _unary("tan", np.tan, lambda g, ans, x: g * (1 + ans * ans), facade="tan", doc="tangent")
+asin_p = _unary("asin", np.arcsin, lambda g, ans, x: g * (1 / sqrt_p(1 - x * x)), facade="arcsin",
+                doc="inverse sine")
+acos_p = _unary("acos", np.arccos, lambda g, ans, x: -g * (1 / sqrt_p(1 - x * x)), facade="arccos",
+                doc="inverse cosine")
+atan_p = _unary("atan", np.arctan, lambda g, ans, x: g / (1 + x * x), facade="arctan", doc="inverse tangent")
+sinh_p = _unary("sinh", np.sinh, lambda g, ans, x: g * cosh_p(x), facade="sinh", doc="hyperbolic sine")
+cosh_p = _unary("cosh", np.cosh, lambda g, ans, x: g * sinh_p(x), facade="cosh", doc="hyperbolic cosine")
+tanh_p = _unary("tanh", lambda x: _f32_kernel(x, _xla_f32.tanh, np.tanh), lambda g, ans, x: g * (1 - ans * ans),
+                facade="tanh", doc="hyperbolic tangent")
+asinh_p = _unary("asinh", np.arcsinh, lambda g, ans, x: g * (1 / sqrt_p(x * x + 1)), facade="arcsinh",
+                 doc="inverse hyperbolic sine")
+acosh_p = _unary("acosh", np.arccosh, lambda g, ans, x: g * (1 / (sqrt_p(x - 1) * sqrt_p(x + 1))),
+                 facade="arccosh", doc="inverse hyperbolic cosine")
+atanh_p = _unary("atanh", np.arctanh, lambda g, ans, x: g / (1 - x * x), facade="arctanh",
+                 doc="inverse hyperbolic tangent")
+# sqrt'(0) = inf, as in JAX.
+sqrt_p = _unary("sqrt", np.sqrt, lambda g, ans, x: g / (ans * 2), plan=_ufunc(np.sqrt), facade="sqrt",
+                doc="square root")
+logistic_p = _unary("logistic", lambda x: _logistic(x), lambda g, ans, x: g * ans * (1 - ans),
+                    doc="1 / (1 + e ** -x), without overflow")
+# abs'(0) = 1 (JAX's convention: the derivative of the x >= 0 branch).
+abs_p = _unary("abs", np.abs, lambda g, ans, x: where(x >= 0, g, -g), floats=False, plan=_ufunc(np.abs),
+               doc="|x|")
+sign_p = _unary("sign", np.sign, _zero_rule, floats=False, doc="-1, 0 or 1; its derivative is zero")
+floor_p = _unary("floor", np.floor, _zero_rule, facade="floor", doc="round down; its derivative is zero")
+ceil_p = _unary("ceil", np.ceil, _zero_rule, facade="ceil", doc="round up; its derivative is zero")
+# Rounds half to even, like jnp.round.
+round_p = _unary("round", np.round, _zero_rule, doc="round half to even; its derivative is zero")
+erf_p = _unary("erf", lambda x: _erf(x), lambda g, ans, x: g * (2 / math.sqrt(math.pi)) * exp_p(-x * x),
+               facade="erf", doc="the error function")
+trunc_p = _unary("trunc", np.trunc, _zero_rule, facade="trunc", doc="round towards zero; its derivative is zero")
 
 
 def _integer_pow_impl(x: np.ndarray, y: int) -> np.ndarray:
@@ -216,31 +355,40 @@ def _integer_pow_deriv(g: Any, ans: Any, x: Any, *, y: int) -> Any:
         return None
     if y == 1:
         return g
-    return g * (jnp._integer_pow(x, y - 1) * y)
+    return g * (integer_pow(x, y - 1) * y)
 
 
-integer_pow_p = defprim(
-    "integer_pow", _integer_pow_impl, _same, [_integer_pow_deriv], [_integer_pow_deriv],
+integer_pow_p = declare(
+    "integer_pow", impl=_integer_pow_impl, abstract=_same, vjp=PerInput(_integer_pow_deriv),
+    jvp=PerInput(_integer_pow_deriv), batch=_batch_elementwise,
+    # Squares and cubes as products (x * x is what NumPy computes for x ** 2 anyway); x ** 1 is
+    # x itself, and x ** 0 a constant, so neither is a buffer of its own.
+    plan=Plan(operator=lambda attrs: " * ".join(["{0}"] * attrs["y"]) if attrs["y"] in (2, 3) else None,
+              fresh=lambda attrs: attrs["y"] not in (0, 1)),
+    algebra=Algebra(identity=lambda inputs, out, attrs: attrs["y"] == 1, ring="integer_pow"),
     arity=1, attrs=("y",), doc="x ** y for a static integer y",
 )
 
 
 # ----------------------------------------------------------------------------- elementwise binary
 
-def _binary(name: str, impl: Callable, vjp: list[Rule], jvp: list[Rule] | None = None,
-            out_dtype: np.dtype | None = None, doc: str = "") -> Primitive:
-    return defprim(name, impl, _binary_rule(name, out_dtype), vjp, jvp if jvp is not None else vjp,
-                   arity=2, doc=doc)
+
+def _binary(name: str, impl: Callable, vjp: list[Rule], jvp: list[Rule] | None = None, *, doc: str,
+            out_dtype: np.dtype | None = None, plan: Plan = Plan(), algebra: Algebra = Algebra(),
+            facade: Facade | None = None) -> Primitive:
+    return declare(name, impl=impl, abstract=_binary_rule(name, out_dtype), vjp=PerInput(*vjp),
+                   jvp=PerInput(*(jvp if jvp is not None else vjp)), batch=_batch_elementwise, plan=plan,
+                   algebra=algebra, arity=2, doc=doc, facade=facade)
 
 
 def _tie_weight(x: Any, y: Any) -> Any:
     """1 where x wins a max, 0.5 on ties (JAX splits the gradient), 0 where y wins."""
-    return jnp.where(x > y, 1.0, jnp.where(x == y, 0.5, 0.0)).astype(x.dtype)
+    return convert(where(x > y, 1.0, where(x == y, 0.5, 0.0)), x.dtype)
 
 
 def _pow_vjp_y(g: Any, ans: Any, x: Any, y: Any) -> Any:
     # d(x**y)/dy = log(x) * x**y, taken as 0 where x == 0 (the limit along y > 0).
-    safe_log = jnp.where(x == 0, 0.0, jnp.log(jnp.where(x == 0, 1.0, x))).astype(x.dtype)
+    safe_log = convert(where(x == 0, 0.0, log_p(where(x == 0, 1.0, x))), x.dtype)
     return g * safe_log * ans
 
 
@@ -248,69 +396,110 @@ def _pow_vjp_x(g: Any, ans: Any, x: Any, y: Any) -> Any:
     # y * x**(y-1), with 0**(0-1) taken as 0 so that d(x**0)/dx is 0 at x == 0. Only x == y == 0
     # is masked: masking every y == 0 would zero d2/dxdy = 1/x there.
     at_zero = (x == 0) & (y == 0)
-    return g * jnp.where(at_zero, 0.0, y * jnp.power(x, jnp.where(at_zero, 1.0, y) - 1)).astype(x.dtype)
+    return g * convert(where(at_zero, 0.0, y * pow_p(x, where(at_zero, 1.0, y) - 1)), x.dtype)
 
 
 add_p = _binary("add", np.add, [lambda g, ans, x, y: _unbroadcast(g, x.shape),
                                 lambda g, ans, x, y: _unbroadcast(g, y.shape)],
-                [lambda t, ans, x, y: jnp.broadcast_to(t, ans.shape),
-                 lambda t, ans, x, y: jnp.broadcast_to(t, ans.shape)])
+                [lambda t, ans, x, y: broadcast_to(t, ans.shape),
+                 lambda t, ans, x, y: broadcast_to(t, ans.shape)],
+                plan=_ufunc(np.add, "{0} + {1}"),
+                algebra=Algebra(commutative=True, left_identity=0.0, right_identity=0.0, ring="add"), doc="x + y")
 sub_p = _binary("sub", np.subtract, [lambda g, ans, x, y: _unbroadcast(g, x.shape),
                                      lambda g, ans, x, y: _unbroadcast(-g, y.shape)],
-                [lambda t, ans, x, y: jnp.broadcast_to(t, ans.shape),
-                 lambda t, ans, x, y: jnp.broadcast_to(-t, ans.shape)])
+                [lambda t, ans, x, y: broadcast_to(t, ans.shape),
+                 lambda t, ans, x, y: broadcast_to(-t, ans.shape)],
+                plan=_ufunc(np.subtract, "{0} - {1}"), algebra=Algebra(right_identity=0.0, ring="sub"), doc="x - y")
 mul_p = _binary("mul", np.multiply, [lambda g, ans, x, y: _unbroadcast(g * y, x.shape),
                                      lambda g, ans, x, y: _unbroadcast(g * x, y.shape)],
-                [lambda t, ans, x, y: t * y, lambda t, ans, x, y: x * t])
+                [lambda t, ans, x, y: t * y, lambda t, ans, x, y: x * t],
+                plan=_ufunc(np.multiply, "{0} * {1}"),
+                algebra=Algebra(commutative=True, left_identity=1.0, right_identity=1.0, ring="mul"), doc="x * y")
 div_p = _binary("div", np.divide, [lambda g, ans, x, y: _unbroadcast(g / y, x.shape),
                                    lambda g, ans, x, y: _unbroadcast(-g * ans / y, y.shape)],
-                [lambda t, ans, x, y: jnp.broadcast_to(t / y, ans.shape),
-                 lambda t, ans, x, y: -t * ans / y])
+                [lambda t, ans, x, y: broadcast_to(t / y, ans.shape),
+                 lambda t, ans, x, y: -t * ans / y],
+                plan=_ufunc(np.divide, "{0} / {1}"), algebra=Algebra(right_identity=1.0), doc="x / y")
 pow_p = _binary("pow", np.power, [lambda g, ans, x, y: _unbroadcast(_pow_vjp_x(g, ans, x, y), x.shape),
                                   lambda g, ans, x, y: _unbroadcast(_pow_vjp_y(g, ans, x, y), y.shape)],
                 [lambda t, ans, x, y: _pow_vjp_x(t, ans, x, y),
-                 lambda t, ans, x, y: _pow_vjp_y(t, ans, x, y)])
+                 lambda t, ans, x, y: _pow_vjp_y(t, ans, x, y)], doc="x ** y")
 max_p = _binary("max", np.maximum,
                 [lambda g, ans, x, y: _unbroadcast(g * _tie_weight(x, y), x.shape),
                  lambda g, ans, x, y: _unbroadcast(g * _tie_weight(y, x), y.shape)],
-                [lambda t, ans, x, y: t * _tie_weight(x, y), lambda t, ans, x, y: t * _tie_weight(y, x)])
+                [lambda t, ans, x, y: t * _tie_weight(x, y), lambda t, ans, x, y: t * _tie_weight(y, x)],
+                plan=_ufunc(np.maximum), algebra=Algebra(commutative=True),
+                doc="elementwise maximum; ties split the derivative evenly")
 min_p = _binary("min", np.minimum,
                 [lambda g, ans, x, y: _unbroadcast(g * _tie_weight(y, x), x.shape),
                  lambda g, ans, x, y: _unbroadcast(g * _tie_weight(x, y), y.shape)],
-                [lambda t, ans, x, y: t * _tie_weight(y, x), lambda t, ans, x, y: t * _tie_weight(x, y)])
+                [lambda t, ans, x, y: t * _tie_weight(y, x), lambda t, ans, x, y: t * _tie_weight(x, y)],
+                plan=_ufunc(np.minimum), algebra=Algebra(commutative=True),
+                doc="elementwise minimum; ties split the derivative evenly")
 atan2_p = _binary("atan2", np.arctan2,
                   [lambda g, ans, x, y: _unbroadcast(g * y / (x * x + y * y), x.shape),
                    lambda g, ans, x, y: _unbroadcast(-g * x / (x * x + y * y), y.shape)],
                   [lambda t, ans, x, y: t * y / (x * x + y * y),
-                   lambda t, ans, x, y: -t * x / (x * x + y * y)])
+                   lambda t, ans, x, y: -t * x / (x * x + y * y)],
+                  doc="the angle of the point (y, x): atan2(x, y) is atan(x / y) in the right quadrant")
+
+
+def _nonzero(h: Any) -> Any:
+    """h with its zeros replaced by ones: a divisor that is never 0 (and so never a NaN source)."""
+    return where(h == 0, 1.0, h)
+
+
+# hypot(x, y) = sqrt(x**2 + y**2), computed by NumPy without overflow. Its derivative is x / hypot
+# (y / hypot for y), taken as 0 at the origin, as JAX's is.
+hypot_p = _binary("hypot", np.hypot,
+                  [lambda g, ans, x, y: _unbroadcast(g * x / _nonzero(ans), x.shape),
+                   lambda g, ans, x, y: _unbroadcast(g * y / _nonzero(ans), y.shape)],
+                  [lambda t, ans, x, y: t * x / _nonzero(ans), lambda t, ans, x, y: t * y / _nonzero(ans)],
+                  plan=_ufunc(np.hypot), algebra=Algebra(commutative=True), facade=Facade("hypot"),
+                  doc="sqrt(x**2 + y**2) without overflow; its derivative is 0 at the origin")
 
 
 def _rem_quotient(ans: Any, x: Any, y: Any) -> Any:
     # trunc(x / y) = (x - fmod(x, y)) / y, an integer up to rounding: round it, since trunc of a
     # quotient that rounded to just below the integer would be off by one.
-    return jnp.round((x - ans) / y)
+    return round_p((x - ans) / y)
 
 
 rem_p = _binary("rem", np.fmod,
                 [lambda g, ans, x, y: _unbroadcast(g, x.shape),
                  lambda g, ans, x, y: _unbroadcast(-g * _rem_quotient(ans, x, y), y.shape)],
-                [lambda t, ans, x, y: jnp.broadcast_to(t, ans.shape),
-                 lambda t, ans, x, y: -t * _rem_quotient(ans, x, y)])
+                [lambda t, ans, x, y: broadcast_to(t, ans.shape),
+                 lambda t, ans, x, y: -t * _rem_quotient(ans, x, y)],
+                doc="remainder of x / y with the sign of x (C's fmod)")
 
 _BOOL = np.dtype(bool)
-for _name, _impl in [("eq", np.equal), ("ne", np.not_equal), ("lt", np.less), ("le", np.less_equal),
-                     ("gt", np.greater), ("ge", np.greater_equal)]:
-    defprim(_name, _impl, _binary_rule(_name, _BOOL), None, None, arity=2,
-            doc="comparison; its result carries no derivative")
-for _name, _impl in [("and", np.logical_and), ("or", np.logical_or), ("xor", np.logical_xor)]:
-    defprim(_name, _impl, _binary_rule(_name, _BOOL), None, None, arity=2,
-            doc="logical operation on booleans")
-not_p = defprim("not", np.logical_not, lambda x: ShapedArray(x.shape, _BOOL), None, None, arity=1)
-isfinite_p = defprim("isfinite", np.isfinite, lambda x: ShapedArray(x.shape, _BOOL), None, None, arity=1)
-isnan_p = defprim("isnan", np.isnan, lambda x: ShapedArray(x.shape, _BOOL), None, None, arity=1)
-trunc_p = _unary("trunc", np.trunc, _zero_rule)
-floor_divide_int_p = defprim("floor_divide_int", np.floor_divide, _binary_rule("floor_divide"), None, None,
-                             arity=2, doc="integer floor division; no derivative")
+
+
+def _predicate(name: str, impl: Callable, doc: str, operator: str | None = None, commutative: bool = False,
+               arity: int = 2) -> Primitive:
+    """A comparison or logical operation: a boolean result, which carries no derivative."""
+    abstract = _binary_rule(name, _BOOL) if arity == 2 else (lambda x: ShapedArray(x.shape, _BOOL))
+    return declare(name, impl=impl, abstract=abstract, vjp=None, jvp=None, batch=_batch_elementwise,
+                   plan=Plan(operator=operator), algebra=Algebra(commutative=commutative), arity=arity, doc=doc)
+
+
+_COMPARISON = "comparison; its result carries no derivative"
+eq_p = _predicate("eq", np.equal, _COMPARISON, commutative=True)
+ne_p = _predicate("ne", np.not_equal, _COMPARISON, commutative=True)
+lt_p = _predicate("lt", np.less, _COMPARISON, "{0} < {1}")
+le_p = _predicate("le", np.less_equal, _COMPARISON, "{0} <= {1}")
+gt_p = _predicate("gt", np.greater, _COMPARISON, "{0} > {1}")
+ge_p = _predicate("ge", np.greater_equal, _COMPARISON, "{0} >= {1}")
+and_p = _predicate("and", np.logical_and, "logical operation on booleans", commutative=True)
+or_p = _predicate("or", np.logical_or, "logical operation on booleans", commutative=True)
+xor_p = _predicate("xor", np.logical_xor, "logical operation on booleans", commutative=True)
+not_p = _predicate("not", np.logical_not, "logical negation of booleans", arity=1)
+isfinite_p = _predicate("isfinite", np.isfinite, "whether x is neither infinite nor NaN", arity=1)
+isnan_p = _predicate("isnan", np.isnan, "whether x is NaN", arity=1)
+floor_divide_int_p = declare(
+    "floor_divide_int", impl=np.floor_divide, abstract=_binary_rule("floor_divide"), vjp=None, jvp=None,
+    batch=_batch_elementwise, plan=Plan(), algebra=Algebra(), arity=2, doc="integer floor division; no derivative",
+)
 
 
 def _select_abstract(p: ShapedArray, x: ShapedArray, y: ShapedArray) -> ShapedArray:
@@ -323,13 +512,13 @@ def _select_abstract(p: ShapedArray, x: ShapedArray, y: ShapedArray) -> ShapedAr
 
 # where(p, x, y): the cotangent goes to the chosen branch only. A NaN in the branch not chosen
 # still poisons the gradient through that branch's own rule (JAX's "double where" applies).
-select_p = defprim(
-    "select", np.where, _select_abstract,
-    [None, lambda g, ans, p, x, y: _unbroadcast(jnp.where(p, g, jnp.zeros((), g.dtype)), x.shape),
-     lambda g, ans, p, x, y: _unbroadcast(jnp.where(p, jnp.zeros((), g.dtype), g), y.shape)],
-    [None, lambda t, ans, p, x, y: jnp.where(p, jnp.broadcast_to(t, ans.shape), jnp.zeros((), t.dtype)),
-     lambda t, ans, p, x, y: jnp.where(p, jnp.zeros((), t.dtype), jnp.broadcast_to(t, ans.shape))],
-    arity=3, doc="where(condition, x, y)",
+select_p = declare(
+    "select", impl=np.where, abstract=_select_abstract,
+    vjp=PerInput(None, lambda g, ans, p, x, y: _unbroadcast(where(p, g, zeros((), g.dtype)), x.shape),
+                 lambda g, ans, p, x, y: _unbroadcast(where(p, zeros((), g.dtype), g), y.shape)),
+    jvp=PerInput(None, lambda t, ans, p, x, y: where(p, broadcast_to(t, ans.shape), zeros((), t.dtype)),
+                 lambda t, ans, p, x, y: where(p, zeros((), t.dtype), broadcast_to(t, ans.shape))),
+    batch=_batch_elementwise, plan=Plan(fresh=True), algebra=Algebra(), arity=3, doc="where(condition, x, y)",
 )
 
 
@@ -340,22 +529,25 @@ def _convert_abstract(x: ShapedArray, *, dtype: str) -> ShapedArray:
 def _convert_deriv(g: Any, ans: Any, x: Any, *, dtype: str) -> Any:
     if x.dtype.kind not in "fc" or np.dtype(dtype).kind not in "fc":
         return None
-    return jnp._convert(g, x.dtype)
+    return convert(g, x.dtype)
 
 
 def _convert_jvp(t: Any, ans: Any, x: Any, *, dtype: str) -> Any:
     if x.dtype.kind not in "fc" or np.dtype(dtype).kind not in "fc":
         return None
-    return jnp._convert(t, np.dtype(dtype))
+    return convert(t, np.dtype(dtype))
 
 
-convert_p = defprim(
-    "convert_element_type", lambda x, dtype: np.asarray(x).astype(dtype), _convert_abstract,
-    [_convert_deriv], [_convert_jvp], arity=1, attrs=("dtype",),
+convert_p = declare(
+    "convert_element_type", impl=lambda x, dtype: np.asarray(x).astype(dtype), abstract=_convert_abstract,
+    vjp=PerInput(_convert_deriv), jvp=PerInput(_convert_jvp), batch=_batch_elementwise, plan=Plan(view=True),
+    algebra=Algebra(identity=_same_type_identity), arity=1, attrs=("dtype",), doc="x converted to another dtype",
 )
-
-stop_gradient_p = defprim("stop_gradient", lambda x: x, _same, [None], [None], arity=1,
-                          doc="identity whose derivative is zero")
+stop_gradient_p = declare(
+    "stop_gradient", impl=lambda x: x, abstract=_same, vjp=PerInput(None), jvp=PerInput(None),
+    batch=_batch_elementwise, plan=Plan(view=True), algebra=Algebra(), arity=1,
+    doc="identity whose derivative is zero",
+)
 
 
 # ----------------------------------------------------------------------------- reductions
@@ -373,7 +565,7 @@ def _keepdims_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int,
 
 
 def _expand_reduced(g: Any, x_shape: tuple[int, ...], axes: tuple[int, ...]) -> Any:
-    return jnp.broadcast_to(jnp.reshape(g, _keepdims_shape(x_shape, axes)), x_shape)
+    return broadcast_to(reshape(g, _keepdims_shape(x_shape, axes)), x_shape)
 
 
 def _sum_impl(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -381,32 +573,37 @@ def _sum_impl(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return np.add.reduce(x, axis=axes) if axes else x
 
 
-reduce_sum_p = defprim(
-    "reduce_sum", _sum_impl, _reduce_abstract("reduce_sum"),
-    [lambda g, ans, x, *, axes: _expand_reduced(g, x.shape, axes)],
-    [lambda t, ans, x, *, axes: jnp._reduce_sum(t, axes)],
-    arity=1, attrs=("axes",),
+reduce_sum_p = declare(
+    "reduce_sum", impl=_sum_impl, abstract=_reduce_abstract("reduce_sum"),
+    vjp=PerInput(lambda g, ans, x, *, axes: _expand_reduced(g, x.shape, axes)),
+    jvp=PerInput(lambda t, ans, x, *, axes: reduce_sum(t, axes)), batch=_batch_shift_axes, plan=Plan(),
+    algebra=Algebra(identity=lambda inputs, out, attrs: not attrs["axes"]), arity=1, attrs=("axes",),
+    doc="sum over the given axes",
 )
 
 
 def _minmax_deriv(g: Any, ans: Any, x: Any, *, axes: tuple[int, ...]) -> Any:
     # Ties share the cotangent equally, as in JAX.
-    hits = (x == _expand_reduced(ans, x.shape, axes)).astype(g.dtype)
-    counts = _expand_reduced(jnp._reduce_sum(hits, axes), x.shape, axes)
+    hits = convert(x == _expand_reduced(ans, x.shape, axes), g.dtype)
+    counts = _expand_reduced(reduce_sum(hits, axes), x.shape, axes)
     return _expand_reduced(g, x.shape, axes) * hits / counts
 
 
 def _minmax_jvp(t: Any, ans: Any, x: Any, *, axes: tuple[int, ...]) -> Any:
-    hits = (x == _expand_reduced(ans, x.shape, axes)).astype(t.dtype)
-    return jnp._reduce_sum(t * hits, axes) / jnp._reduce_sum(hits, axes)
+    hits = convert(x == _expand_reduced(ans, x.shape, axes), t.dtype)
+    return reduce_sum(t * hits, axes) / reduce_sum(hits, axes)
 
 
-reduce_max_p = defprim("reduce_max", lambda x, axes: np.maximum.reduce(x, axis=axes),
-                       _reduce_abstract("reduce_max"), [_minmax_deriv], [_minmax_jvp],
-                       arity=1, attrs=("axes",))
-reduce_min_p = defprim("reduce_min", lambda x, axes: np.minimum.reduce(x, axis=axes),
-                       _reduce_abstract("reduce_min"), [_minmax_deriv], [_minmax_jvp],
-                       arity=1, attrs=("axes",))
+def _reduction(name: str, impl: Callable, vjp: Derivative, jvp: Derivative, doc: str,
+               out_dtype: Callable[[np.dtype], np.dtype] = lambda d: d) -> Primitive:
+    return declare(name, impl=impl, abstract=_reduce_abstract(name, out_dtype), vjp=vjp, jvp=jvp,
+                   batch=_batch_shift_axes, plan=Plan(), algebra=Algebra(), arity=1, attrs=("axes",), doc=doc)
+
+
+reduce_max_p = _reduction("reduce_max", lambda x, axes: np.maximum.reduce(x, axis=axes), PerInput(_minmax_deriv),
+                          PerInput(_minmax_jvp), "maximum over the given axes; ties share the derivative")
+reduce_min_p = _reduction("reduce_min", lambda x, axes: np.minimum.reduce(x, axis=axes), PerInput(_minmax_deriv),
+                          PerInput(_minmax_jvp), "minimum over the given axes; ties share the derivative")
 
 
 def _others_last(x: Any) -> Any:
@@ -415,40 +612,37 @@ def _others_last(x: Any) -> Any:
     number of zeros or tiny values, and its own derivatives are right to every order."""
     n = x.shape[-1]
     if n <= 1:
-        return jnp.ones(x.shape, x.dtype)
+        return ones(x.shape, x.dtype)
     if n % 2:
-        x = jnp.concatenate([x, jnp.ones(tuple(x.shape[:-1]) + (1,), x.dtype)], axis=-1)
-    pairs = jnp.reshape(x, tuple(x.shape[:-1]) + (x.shape[-1] // 2, 2))
+        x = concatenate([x, ones(tuple(x.shape[:-1]) + (1,), x.dtype)], -1)
+    pairs = reshape(x, tuple(x.shape[:-1]) + (x.shape[-1] // 2, 2))
     a, b = pairs[..., 0], pairs[..., 1]
     up = _others_last(a * b)  # for each pair, the product of all the other pairs
-    out = jnp.reshape(jnp.stack([up * b, up * a], axis=-1), x.shape)
+    out = reshape(stack([up * b, up * a], -1), x.shape)
     return out[..., :n] if n % 2 else out
 
 
 def _prod_others(ans: Any, x: Any, axes: tuple[int, ...]) -> Any:
     """For each element, the product of the other elements of its reduction group, zeros included."""
     if not axes:
-        return jnp.ones(x.shape, x.dtype)
+        return ones(x.shape, x.dtype)
     kept = tuple(i for i in range(x.ndim) if i not in axes)
     perm = kept + tuple(axes)
-    moved = jnp.transpose(x, perm)
-    flat = jnp.reshape(moved, tuple(moved.shape[:len(kept)]) + (math.prod(x.shape[i] for i in axes),))
-    others = jnp.reshape(_others_last(flat), moved.shape)
-    return jnp.transpose(others, tuple(int(i) for i in np.argsort(perm)))
+    moved = transpose(x, perm)
+    flat = reshape(moved, tuple(moved.shape[:len(kept)]) + (math.prod(x.shape[i] for i in axes),))
+    others = reshape(_others_last(flat), moved.shape)
+    return transpose(others, tuple(int(i) for i in np.argsort(perm)))
 
 
-reduce_prod_p = defprim(
-    "reduce_prod", lambda x, axes: np.prod(x, axis=axes), _reduce_abstract("reduce_prod"),
-    [lambda g, ans, x, *, axes: _expand_reduced(g, x.shape, axes) * _prod_others(ans, x, axes)],
-    [lambda t, ans, x, *, axes: jnp._reduce_sum(t * _prod_others(ans, x, axes), axes)],
-    arity=1, attrs=("axes",),
-)
-reduce_and_p = defprim("reduce_and", lambda x, axes: np.all(x, axis=axes),
-                       _reduce_abstract("reduce_and", lambda d: _BOOL), None, None,
-                       arity=1, attrs=("axes",))
-reduce_or_p = defprim("reduce_or", lambda x, axes: np.any(x, axis=axes),
-                      _reduce_abstract("reduce_or", lambda d: _BOOL), None, None,
-                      arity=1, attrs=("axes",))
+reduce_prod_p = _reduction(
+    "reduce_prod", lambda x, axes: np.prod(x, axis=axes),
+    PerInput(lambda g, ans, x, *, axes: _expand_reduced(g, x.shape, axes) * _prod_others(ans, x, axes)),
+    PerInput(lambda t, ans, x, *, axes: reduce_sum(t * _prod_others(ans, x, axes), axes)),
+    "product over the given axes (zeros included: no division)")
+reduce_and_p = _reduction("reduce_and", lambda x, axes: np.all(x, axis=axes), None, None,
+                          "whether every element is true, over the given axes", lambda d: _BOOL)
+reduce_or_p = _reduction("reduce_or", lambda x, axes: np.any(x, axis=axes), None, None,
+                         "whether any element is true, over the given axes", lambda d: _BOOL)
 
 
 def _arg_abstract(name: str):
@@ -456,21 +650,16 @@ def _arg_abstract(name: str):
         (ax,) = _norm_axes((axis,), x.ndim, name)
         if x.shape[ax] == 0:
             raise ShapeError(f"`{name}` of an empty axis is undefined")
-        from engine.dtypes import default_int
-        return ShapedArray(tuple(n for i, n in enumerate(x.shape) if i != ax), default_int())
+        return ShapedArray(tuple(n for i, n in enumerate(x.shape) if i != ax), dtypes.default_int())
     return rule
 
 
-argmax_p = defprim("argmax", lambda x, axis: np.argmax(x, axis=axis).astype(_default_int()),
-                   _arg_abstract("argmax"), None, None, arity=1, attrs=("axis",))
-argmin_p = defprim("argmin", lambda x, axis: np.argmin(x, axis=axis).astype(_default_int()),
-                   _arg_abstract("argmin"), None, None, arity=1, attrs=("axis",))
-
-
-def _default_int() -> np.dtype:
-    from engine.dtypes import default_int
-
-    return default_int()
+argmax_p = declare("argmax", impl=lambda x, axis: np.argmax(x, axis=axis).astype(dtypes.default_int()),
+                   abstract=_arg_abstract("argmax"), vjp=None, jvp=None, batch=_batch_shift_axes, plan=Plan(),
+                   algebra=Algebra(), arity=1, attrs=("axis",), doc="index of the maximum along an axis")
+argmin_p = declare("argmin", impl=lambda x, axis: np.argmin(x, axis=axis).astype(dtypes.default_int()),
+                   abstract=_arg_abstract("argmin"), vjp=None, jvp=None, batch=_batch_shift_axes, plan=Plan(),
+                   algebra=Algebra(), arity=1, attrs=("axis",), doc="index of the minimum along an axis")
 
 
 def _cumsum_abstract(x: ShapedArray, *, axis: int, reverse: bool) -> ShapedArray:
@@ -484,11 +673,12 @@ def _cumsum_impl(x: np.ndarray, axis: int, reverse: bool) -> np.ndarray:
     return np.cumsum(x, axis=axis)
 
 
-cumsum_p = defprim(
-    "cumsum", _cumsum_impl, _cumsum_abstract,
-    [lambda g, ans, x, *, axis, reverse: jnp._cumsum(g, axis, not reverse)],
-    [lambda t, ans, x, *, axis, reverse: jnp._cumsum(t, axis, reverse)],
-    arity=1, attrs=("axis", "reverse"),
+cumsum_p = declare(
+    "cumsum", impl=_cumsum_impl, abstract=_cumsum_abstract,
+    vjp=PerInput(lambda g, ans, x, *, axis, reverse: cumsum_p(g, axis=axis, reverse=not reverse)),
+    jvp=PerInput(lambda t, ans, x, *, axis, reverse: cumsum_p(t, axis=axis, reverse=reverse)),
+    batch=_batch_shift_axes, plan=Plan(), algebra=Algebra(), arity=1, attrs=("axis", "reverse"),
+    doc="running sum along an axis (from the end when reverse)",
 )
 
 
@@ -501,11 +691,13 @@ def _reshape_abstract(x: ShapedArray, *, shape: tuple[int, ...]) -> ShapedArray:
     return ShapedArray(tuple(shape), x.dtype)
 
 
-reshape_p = defprim(
-    "reshape", lambda x, shape: np.asarray(x).reshape(shape), _reshape_abstract,
-    [lambda g, ans, x, *, shape: jnp.reshape(g, x.shape)],
-    [lambda t, ans, x, *, shape: jnp.reshape(t, shape)],
-    arity=1, attrs=("shape",),
+reshape_p = declare(
+    "reshape", impl=lambda x, shape: np.asarray(x).reshape(shape), abstract=_reshape_abstract,
+    vjp=PerInput(lambda g, ans, x, *, shape: reshape(g, x.shape)),
+    jvp=PerInput(lambda t, ans, x, *, shape: reshape(t, shape)), batch=_batch_reshape, plan=Plan(view=True),
+    # reshape(reshape(x, a), b) is reshape(x, b)
+    algebra=Algebra(identity=_same_type_identity, compose=lambda inner, outer: outer),
+    arity=1, attrs=("shape",), doc="the same elements in another shape (C order)",
 )
 
 
@@ -515,11 +707,16 @@ def _transpose_abstract(x: ShapedArray, *, perm: tuple[int, ...]) -> ShapedArray
     return ShapedArray(tuple(x.shape[p] for p in perm), x.dtype)
 
 
-transpose_p = defprim(
-    "transpose", lambda x, perm: np.asarray(x).transpose(perm), _transpose_abstract,
-    [lambda g, ans, x, *, perm: jnp.transpose(g, tuple(np.argsort(perm)))],
-    [lambda t, ans, x, *, perm: jnp.transpose(t, perm)],
-    arity=1, attrs=("perm",),
+transpose_p = declare(
+    "transpose", impl=lambda x, perm: np.asarray(x).transpose(perm), abstract=_transpose_abstract,
+    vjp=PerInput(lambda g, ans, x, *, perm: transpose(g, tuple(np.argsort(perm)))),
+    jvp=PerInput(lambda t, ans, x, *, perm: transpose(t, perm)), batch=_batch_transpose, plan=Plan(view=True),
+    algebra=Algebra(
+        identity=lambda inputs, out, attrs: (_same_type(inputs[0], out)
+                                             and tuple(attrs["perm"]) == tuple(range(out.aval.ndim))),
+        # transpose(transpose(x, p), q) is one transpose by the composed permutation
+        compose=lambda inner, outer: {"perm": tuple(inner["perm"][i] for i in outer["perm"])}),
+    arity=1, attrs=("perm",), doc="axes permuted: result axis i is operand axis perm[i]",
 )
 
 
@@ -529,11 +726,12 @@ def _broadcast_abstract(x: ShapedArray, *, shape: tuple[int, ...]) -> ShapedArra
     return ShapedArray(tuple(shape), x.dtype)
 
 
-broadcast_p = defprim(
-    "broadcast_to", lambda x, shape: np.broadcast_to(x, shape), _broadcast_abstract,
-    [lambda g, ans, x, *, shape: _unbroadcast(g, x.shape)],
-    [lambda t, ans, x, *, shape: jnp.broadcast_to(t, shape)],
-    arity=1, attrs=("shape",),
+broadcast_p = declare(
+    "broadcast_to", impl=lambda x, shape: np.broadcast_to(x, shape), abstract=_broadcast_abstract,
+    vjp=PerInput(lambda g, ans, x, *, shape: _unbroadcast(g, x.shape)),
+    jvp=PerInput(lambda t, ans, x, *, shape: broadcast_to(t, shape)), batch=_batch_broadcast, plan=Plan(view=True),
+    algebra=Algebra(identity=_same_type_identity), arity=1, attrs=("shape",),
+    doc="x repeated along new or size-1 axes to a larger shape (NumPy's broadcasting)",
 )
 
 
@@ -564,45 +762,14 @@ def _concat_vjp(i: int) -> Rule:
     return rule
 
 
-class _ConcatRules(tuple):
-    """Per-input rules for a variadic primitive: rule i is built on first use."""
-
-    def __new__(cls, make: Callable[[int], Rule]):
-        self = super().__new__(cls, ())
-        self.make = make
-        self.cache: dict[int, Rule] = {}
-        return self
-
-    def __getitem__(self, i: int) -> Rule:  # type: ignore[override]
-        if i not in self.cache:
-            self.cache[i] = self.make(i)
-        return self.cache[i]
-
-
-concatenate_p = defprim("concatenate", lambda *xs, axis: np.concatenate(xs, axis=axis),
-                        _concat_abstract, None, None, attrs=("axis",))
-concatenate_p.vjp = _ConcatRules(_concat_vjp)
-concatenate_p.extra["linear_jvp"] = True  # tangent = concatenate(tangents), zeros filled in
+concatenate_p = declare(
+    "concatenate", impl=lambda *xs, axis: np.concatenate(xs, axis=axis), abstract=_concat_abstract,
+    vjp=PerInput.variadic(_concat_vjp), jvp=Linear(), batch=_batch_concatenate, plan=Plan(), algebra=Algebra(),
+    arity=None, attrs=("axis",), doc="arrays joined along an existing axis",
+)
 
 
 # ----------------------------------------------------------------------------- indexing
-
-def index_to_numpy(index: tuple, arrays: tuple[np.ndarray, ...]) -> tuple:
-    """Turn a static index description (see engine.numpy.indexing) into a NumPy index."""
-    out = []
-    for item in index:
-        kind = item[0]
-        if kind == "int":
-            out.append(item[1])
-        elif kind == "slice":
-            out.append(slice(item[1], item[2], item[3]))
-        elif kind == "none":
-            out.append(None)
-        elif kind == "ellipsis":
-            out.append(Ellipsis)
-        else:  # ("array", k): the k-th dynamic index operand
-            out.append(arrays[item[1]])
-    return tuple(out)
 
 
 def _gather_impl(x: np.ndarray, *arrays: np.ndarray, index: tuple) -> np.ndarray:
@@ -610,32 +777,28 @@ def _gather_impl(x: np.ndarray, *arrays: np.ndarray, index: tuple) -> np.ndarray
 
 
 def _gather_abstract(x: ShapedArray, *arrays: ShapedArray, index: tuple) -> ShapedArray:
-    from engine.numpy.indexing import indexed_shape
-
     return ShapedArray(indexed_shape(x.shape, index, [a.shape for a in arrays]), x.dtype)
 
 
 def _gather_vjp(g: Any, ans: Any, x: Any, *arrays: Any, index: tuple) -> Any:
-    return index_update_p(jnp.zeros(x.shape, g.dtype), g, *arrays, index=index, mode="add")
+    return index_update_p(zeros(x.shape, g.dtype), g, *arrays, index=index, mode="add")
 
 
-class _FirstOnly(tuple):
-    """Rules for a primitive whose first input alone is differentiable (the rest are indices)."""
-
-    def __new__(cls, rule: Rule):
-        self = super().__new__(cls, (rule,))
-        return self
-
-    def __getitem__(self, i: int) -> Rule:  # type: ignore[override]
-        return tuple.__getitem__(self, 0) if i == 0 else None
+def _selects_everything(inputs: list[Any], out: Any, attrs: dict[str, Any]) -> bool:
+    """x[:], x[...], x[0:n]: every element, in order."""
+    index = attrs["index"]
+    return len(inputs) == 1 and _same_type(inputs[0], out) and all(
+        item[0] == "ellipsis" or (item[0] == "slice" and item[1] in (None, 0) and item[3] in (None, 1)
+                                  and (item[2] is None or item[2] >= dim))
+        for item, dim in zip(index, index_dims(index, inputs[0].aval.shape)))
 
 
-gather_p = defprim(
-    "gather", _gather_impl, _gather_abstract,
-    None, None, attrs=("index",), doc="x[index] with a static index and integer index arrays",
+gather_p = declare(
+    "gather", impl=_gather_impl, abstract=_gather_abstract, vjp=PerInput.first_only(_gather_vjp),
+    jvp=PerInput.first_only(lambda t, ans, x, *arrays, index: gather_p(t, *arrays, index=index)),
+    batch=_batch_gather, plan=Plan(view=True), algebra=Algebra(identity=_selects_everything),
+    arity=None, attrs=("index",), doc="x[index] with a static index and integer index arrays",
 )
-gather_p.vjp = _FirstOnly(_gather_vjp)
-gather_p.jvp = _FirstOnly(lambda t, ans, x, *arrays, index: gather_p(t, *arrays, index=index))
 
 
 def _index_update_impl(x: np.ndarray, y: np.ndarray, *arrays: np.ndarray, index: tuple, mode: str) -> np.ndarray:
@@ -654,8 +817,6 @@ def _index_update_impl(x: np.ndarray, y: np.ndarray, *arrays: np.ndarray, index:
 
 def _index_update_abstract(x: ShapedArray, y: ShapedArray, *arrays: ShapedArray, index: tuple,
                            mode: str) -> ShapedArray:
-    from engine.numpy.indexing import indexed_shape
-
     target = indexed_shape(x.shape, index, [a.shape for a in arrays])
     if broadcast_shapes(y.shape, target, op=f"at[...].{mode}") != tuple(target):
         raise ShapeError(f"at[...].{mode}: values of shape {y.shape} do not broadcast to the indexed "
@@ -671,7 +832,7 @@ def _index_update_vjp(i: int) -> Rule:
             if mode == "add":
                 return g
             if mode == "set":
-                return index_update_p(g, jnp.zeros(y.shape, g.dtype), *arrays, index=index, mode="set")
+                return index_update_p(g, zeros(y.shape, g.dtype), *arrays, index=index, mode="set")
             return index_update_p(g, y, *arrays, index=index, mode="mul")
         if i == 1:
             picked = gather_p(g, *arrays, index=index)
@@ -688,23 +849,46 @@ def _index_update_jvp(i: int) -> Rule:
             if mode == "add":
                 return t
             if mode == "set":
-                return index_update_p(t, jnp.zeros(y.shape, t.dtype), *arrays, index=index, mode="set")
+                return index_update_p(t, zeros(y.shape, t.dtype), *arrays, index=index, mode="set")
             return index_update_p(t, y, *arrays, index=index, mode="mul")
         if i == 1:
             if mode == "mul":
                 t = t * gather_p(x, *arrays, index=index)
-            zeros = jnp.zeros(x.shape, t.dtype)
+            zeros_x = zeros(x.shape, t.dtype)
             mode_t = "set" if mode == "set" else "add"
-            return index_update_p(zeros, jnp.broadcast_to(t, gather_p(zeros, *arrays, index=index).shape)
+            return index_update_p(zeros_x, broadcast_to(t, gather_p(zeros_x, *arrays, index=index).shape)
                                   if mode_t == "set" else t, *arrays, index=index, mode=mode_t)
         return None
     return rule
 
 
-index_update_p = defprim("index_update", _index_update_impl, _index_update_abstract, None, None,
-                         attrs=("index", "mode"), doc="x.at[index].set/add/multiply(y)")
-index_update_p.vjp = _ConcatRules(_index_update_vjp)
-index_update_p.jvp = _ConcatRules(_index_update_jvp)
+def _index_update_guard(vals: list[Any], wanted: list[bool], attrs: dict[str, Any]) -> None:
+    """Refuse a derivative the rules would get wrong, rather than return it.
+
+    x.at[idx].multiply(y) with an element of x selected twice multiplies it by several entries of
+    y; the rule for y's derivative leaves out the other factors (JAX refuses this case too).
+    """
+    if attrs["mode"] != "mul" or not wanted[1]:
+        return
+    repeated = selects_repeatedly(tuple(vals[0].shape), attrs["index"], vals[2:])
+    if repeated is False:
+        return
+    why = ("selects an element more than once" if repeated else
+           "is traced, so whether it selects an element more than once cannot be checked")
+    raise DifferentiationError(
+        f"x.at[idx].multiply(y) cannot be differentiated with respect to y when idx {why}: the "
+        "derivative for each entry of y would need the other entries multiplied into the same "
+        "element. Use indices without repeats (multiply repeated entries of y together first), "
+        "pass the indices as constants rather than traced values, or wrap y in stop_gradient."
+    )
+
+
+index_update_p = declare(
+    "index_update", impl=_index_update_impl, abstract=_index_update_abstract,
+    vjp=PerInput.variadic(_index_update_vjp), jvp=PerInput.variadic(_index_update_jvp),
+    batch=_batch_index_update, plan=Plan(), algebra=Algebra(), arity=None, attrs=("index", "mode"),
+    guard=_index_update_guard, doc="x.at[index].set/add/multiply(y)",
+)
 
 
 # ----------------------------------------------------------------------------- contractions
@@ -724,14 +908,19 @@ def _matmul_abstract(a: ShapedArray, b: ShapedArray) -> ShapedArray:
 
 
 def _mT(x: Any) -> Any:
-    return jnp.swapaxes(x, -1, -2)
+    return swap_last_two(x)
 
 
-matmul_p = defprim(
-    "matmul", np.matmul, _matmul_abstract,
-    [lambda g, ans, a, b: _unbroadcast(jnp.matmul(g, _mT(b)), a.shape),
-     lambda g, ans, a, b: _unbroadcast(jnp.matmul(_mT(a), g), b.shape)],
-    [lambda t, ans, a, b: jnp.matmul(t, b), lambda t, ans, a, b: jnp.matmul(a, t)],
+# Products, solves and factorisations cost more than their operands' size: plans check the
+# deadline after each.
+_SUPERLINEAR = Plan(superlinear=True)
+
+matmul_p = declare(
+    "matmul", impl=np.matmul, abstract=_matmul_abstract,
+    vjp=PerInput(lambda g, ans, a, b: _unbroadcast(matmul_p(g, _mT(b)), a.shape),
+                 lambda g, ans, a, b: _unbroadcast(matmul_p(_mT(a), g), b.shape)),
+    jvp=PerInput(lambda t, ans, a, b: matmul_p(t, b), lambda t, ans, a, b: matmul_p(a, t)),
+    batch=_batch_matmul, plan=Plan(fresh=True, superlinear=True), algebra=Algebra(),
     arity=2, doc="matrix product of operands with two or more dimensions (batched)",
 )
 
@@ -768,12 +957,12 @@ def _einsum_vjp(i: int) -> Rule:
         others = [t for j, t in enumerate(terms) if j != i]
         available = set(out).union(*others) if others else set(out)
         kept = "".join(c for c in target if c in available)
-        grad = jnp._einsum(",".join([out] + others) + "->" + kept, g, *[o for j, o in enumerate(ops) if j != i])
+        grad = einsum_p(g, *[o for j, o in enumerate(ops) if j != i], spec=",".join([out] + others) + "->" + kept)
         if kept != target:  # indices summed away inside this operand alone: broadcast back
             shape = [ops[i].shape[k] if c in kept else 1 for k, c in enumerate(target)]
             order = [c for c in target if c in kept]
             perm = tuple(kept.index(c) for c in order)
-            grad = jnp.broadcast_to(jnp.reshape(jnp.transpose(grad, perm), shape), ops[i].shape)
+            grad = broadcast_to(reshape(transpose(grad, perm), shape), ops[i].shape)
         return grad
     return rule
 
@@ -782,14 +971,35 @@ def _einsum_jvp(i: int) -> Rule:
     def rule(t: Any, ans: Any, *ops: Any, spec: str) -> Any:
         args = list(ops)
         args[i] = t
-        return jnp._einsum(spec, *args)
+        return einsum_p(*args, spec=spec)
     return rule
 
 
-einsum_p = defprim("einsum", lambda *ops, spec: np.einsum(spec, *ops, optimize=len(ops) > 2),
-                   _einsum_abstract, None, None, attrs=("spec",), doc="explicit-output einsum")
-einsum_p.vjp = _ConcatRules(_einsum_vjp)
-einsum_p.jvp = _ConcatRules(_einsum_jvp)
+def _check_einsum_spec(attrs: dict[str, Any], n_operands: int) -> None:
+    """What a spec's syntax cannot say: one term per operand, each letter once per term (the
+    derivative rules need that; take diagonals with gather first), and output letters that are
+    distinct and name an operand's axis."""
+    spec = attrs["spec"]
+    lhs, _, out = spec.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != n_operands:
+        raise InvalidAttributes("spec", f"{spec!r} names {len(terms)} operand(s), but the node has "
+                                        f"{n_operands} input(s)")
+    for term in [*terms, out]:
+        if len(set(term)) != len(term):
+            raise InvalidAttributes("spec", f"{term!r} in {spec!r} repeats a letter; each letter may appear "
+                                            "once per operand and in the output (take a diagonal with gather first)")
+    unknown = sorted(set(out) - set(lhs))
+    if unknown:
+        raise InvalidAttributes("spec", f"output letter(s) {''.join(unknown)!r} of {spec!r} name no input axis")
+
+
+einsum_p = declare(
+    "einsum", impl=lambda *ops, spec: np.einsum(spec, *ops, optimize=len(ops) > 2), abstract=_einsum_abstract,
+    vjp=PerInput.variadic(_einsum_vjp), jvp=PerInput.variadic(_einsum_jvp), batch=_batch_einsum,
+    plan=_SUPERLINEAR, algebra=Algebra(), arity=None, attrs=("spec",), doc="explicit-output einsum",
+    check_attrs=_check_einsum_spec,
+)
 
 
 # ----------------------------------------------------------------------------- linear algebra
@@ -820,62 +1030,190 @@ def _solve_abstract(a: ShapedArray, b: ShapedArray) -> ShapedArray:
     return ShapedArray(broadcast_shapes(a.shape[:-2], b.shape[:-2], op="solve") + b.shape[-2:], a.dtype)
 
 
-solve_p = defprim(
-    "solve", np.linalg.solve, _solve_abstract,
-    [lambda g, ans, a, b: _unbroadcast(-jnp.matmul(jnp._solve(_mT(a), g), _mT(ans)), a.shape),
-     lambda g, ans, a, b: _unbroadcast(jnp._solve(_mT(a), g), b.shape)],
-    [lambda t, ans, a, b: -jnp._solve(a, jnp.matmul(t, ans)), lambda t, ans, a, b: jnp._solve(a, t)],
-    arity=2, doc="solve(a, b) for matrices b",
+def _matrix_function(name: str, impl: Callable, abstract: Callable, vjp: Rule, jvp: Rule, doc: str) -> Primitive:
+    """A function of square matrices in the last two axes (leading axes are a batch)."""
+    return declare(name, impl=impl, abstract=abstract, vjp=PerInput(vjp), jvp=PerInput(jvp), batch=_batch_leading,
+                   plan=_SUPERLINEAR, algebra=Algebra(), arity=1, doc=doc)
+
+
+solve_p = declare(
+    "solve", impl=np.linalg.solve, abstract=_solve_abstract,
+    vjp=PerInput(lambda g, ans, a, b: _unbroadcast(-matmul_p(solve_p(_mT(a), g), _mT(ans)), a.shape),
+                 lambda g, ans, a, b: _unbroadcast(solve_p(_mT(a), g), b.shape)),
+    jvp=PerInput(lambda t, ans, a, b: -solve_p(a, matmul_p(t, ans)), lambda t, ans, a, b: solve_p(a, t)),
+    batch=_batch_matrix_operands, plan=_SUPERLINEAR, algebra=Algebra(), arity=2, doc="solve(a, b) for matrices b",
 )
-inv_p = defprim(
+inv_p = _matrix_function(
     "inv", np.linalg.inv, _square_abstract("inv"),
-    [lambda g, ans, a: -jnp.matmul(jnp.matmul(_mT(ans), g), _mT(ans))],
-    [lambda t, ans, a: -jnp.matmul(jnp.matmul(ans, t), ans)],
-    arity=1,
+    lambda g, ans, a: -matmul_p(matmul_p(_mT(ans), g), _mT(ans)),
+    lambda t, ans, a: -matmul_p(matmul_p(ans, t), ans), "matrix inverse",
 )
 
 
 def _det_factor(ans: Any) -> Any:
-    return jnp.expand_dims(jnp.expand_dims(ans, -1), -1)
+    return expand_dims(expand_dims(ans, -1), -1)
 
 
-det_p = defprim(
+det_p = _matrix_function(
     "det", np.linalg.det, _scalar_of_matrix("det"),
-    [lambda g, ans, a: _det_factor(g * ans) * _mT(jnp._inv(a))],
-    [lambda t, ans, a: ans * jnp.trace(jnp._solve(a, t), axis1=-2, axis2=-1)],
-    arity=1,
+    lambda g, ans, a: _det_factor(g * ans) * _mT(inv_p(a)),
+    lambda t, ans, a: ans * trace_last_two(solve_p(a, t)), "determinant",
 )
-logabsdet_p = defprim(
+logabsdet_p = _matrix_function(
     "logabsdet", lambda a: np.linalg.slogdet(a)[1], _scalar_of_matrix("logabsdet"),
-    [lambda g, ans, a: _det_factor(g) * _mT(jnp._inv(a))],
-    [lambda t, ans, a: jnp.trace(jnp._solve(a, t), axis1=-2, axis2=-1)],
-    arity=1, doc="log|det a|",
+    lambda g, ans, a: _det_factor(g) * _mT(inv_p(a)),
+    lambda t, ans, a: trace_last_two(solve_p(a, t)), "log|det a|",
 )
-detsign_p = defprim("det_sign", lambda a: np.linalg.slogdet(a)[0], _scalar_of_matrix("det_sign"),
-                    [None], [None], arity=1, doc="sign of det a")
+detsign_p = _matrix_function("det_sign", lambda a: np.linalg.slogdet(a)[0], _scalar_of_matrix("det_sign"),
+                             None, None, "sign of det a")
 
 
 def _phi(x: Any) -> Any:
     """Lower triangle with the diagonal halved (the Cholesky derivative's projection)."""
     n = x.shape[-1]
     mask = np.tril(np.ones((n, n))) - 0.5 * np.eye(n)
-    return x * jnp.asarray(mask.astype(x.dtype))
+    return x * constant(mask.astype(x.dtype))
 
 
 def _cholesky_vjp(g: Any, ans: Any, a: Any) -> Any:
     # Murray (2016): abar = L^-T phi(L^T Lbar) L^-1, symmetrised since only the lower part is read.
-    eye = jnp.asarray(np.broadcast_to(np.eye(a.shape[-1], dtype=a.dtype), a.shape))
-    linv = jnp._solve(ans, eye)
-    s = jnp.matmul(jnp.matmul(_mT(linv), _phi(jnp.matmul(_mT(ans), g))), linv)
+    eye = constant(np.broadcast_to(np.eye(a.shape[-1], dtype=a.dtype), a.shape))
+    linv = solve_p(ans, eye)
+    s = matmul_p(matmul_p(_mT(linv), _phi(matmul_p(_mT(ans), g))), linv)
     return (s + _mT(s)) * 0.5
 
 
 def _cholesky_jvp(t: Any, ans: Any, a: Any) -> Any:
-    eye = jnp.asarray(np.broadcast_to(np.eye(a.shape[-1], dtype=a.dtype), a.shape))
-    linv = jnp._solve(ans, eye)
-    return jnp.matmul(ans, _phi(jnp.matmul(jnp.matmul(linv, t), _mT(linv))))
+    eye = constant(np.broadcast_to(np.eye(a.shape[-1], dtype=a.dtype), a.shape))
+    linv = solve_p(ans, eye)
+    return matmul_p(ans, _phi(matmul_p(matmul_p(linv, t), _mT(linv))))
 
 
-cholesky_p = defprim("cholesky", np.linalg.cholesky, _square_abstract("cholesky"),
-                     [_cholesky_vjp], [_cholesky_jvp], arity=1,
-                     doc="lower Cholesky factor of a symmetric positive-definite matrix")
+cholesky_p = declare(
+    "cholesky", impl=np.linalg.cholesky, abstract=_square_abstract("cholesky"), vjp=PerInput(_cholesky_vjp),
+    jvp=PerInput(_cholesky_jvp), batch=_batch_leading, plan=Plan(superlinear=True), algebra=Algebra(), arity=1,
+    doc="lower Cholesky factor of a symmetric positive-definite matrix",
+)
+
+
+# ----------------------------------------------------------------------------- operations for rules
+# Derivative and batching rules (above) and the engine's interpreters use these. Each makes the
+# primitive calls that the engine.numpy function of the same name makes for the operands rules
+# pass (engine values, and Python scalars that take their dtype), so derivatives are the same
+# graphs whichever is used; engine.numpy builds on them.
+
+
+def constant(value: np.ndarray) -> Array:
+    """NumPy data as a read-only engine constant, as jnp.asarray brings it in (canonical dtype)."""
+    value = np.asarray(value)
+    target = dtypes.canonicalize(value.dtype)
+    value = value.astype(target) if value.dtype != target else value.copy()
+    value.flags.writeable = False
+    return Array(value)
+
+
+def zeros(shape: tuple[int, ...], dtype: Any) -> Array:
+    """jnp.zeros: a read-only constant, refused past the element budget like any new array."""
+    return _filled(np.zeros, shape, dtype)
+
+
+def ones(shape: tuple[int, ...], dtype: Any) -> Array:
+    return _filled(np.ones, shape, dtype)
+
+
+def _filled(make: Callable[..., np.ndarray], shape: tuple[int, ...], dtype: Any) -> Array:
+    dims = tuple(int(n) for n in shape)
+    check_elements(dims, "a new array")
+    value = make(dims, dtype=np.dtype(dtype))
+    value.flags.writeable = False
+    return Array(value)
+
+
+def convert(x: Any, dtype: Any) -> Any:
+    """x as `dtype` (x itself when it has that dtype already)."""
+    if x.dtype == dtype:
+        return x
+    return convert_p(x, dtype=np.dtype(dtype).name)
+
+
+def promote(*args: Any) -> list[Any]:
+    """Engine values and Python scalars converted to one dtype by JAX's rules (Python scalars are
+    weakly typed: they take the arrays' dtype). engine.numpy first brings any other value in."""
+    if len(args) == 2:  # the common case, without the general machinery
+        a, b = args
+        if isinstance(a, (Array, Tracer)) and isinstance(b, (Array, Tracer)) and a.dtype == b.dtype:
+            return [a, b]
+    dtype = dtypes.result_type(*args)
+    out = []
+    for a in args:
+        if isinstance(a, (Array, Tracer)):
+            out.append(a if a.dtype == dtype else convert(a, dtype))
+        else:
+            out.append(Array(np.asarray(a, dtype=dtype)[()]))
+    return out
+
+
+def where(condition: Any, x: Any, y: Any) -> Any:
+    """jnp.where for a boolean condition."""
+    return select_p(condition, *promote(x, y))
+
+
+def reshape(x: Any, shape: tuple[int, ...]) -> Any:
+    shape = tuple(int(n) for n in shape)
+    return x if tuple(x.shape) == shape else reshape_p(x, shape=shape)
+
+
+def broadcast_to(x: Any, shape: tuple[int, ...]) -> Any:
+    shape = tuple(int(n) for n in shape)
+    return x if tuple(x.shape) == shape else broadcast_p(x, shape=shape)
+
+
+def transpose(x: Any, perm: tuple[int, ...]) -> Any:
+    perm = tuple(int(i) % x.ndim for i in perm)
+    return x if perm == tuple(range(x.ndim)) else transpose_p(x, perm=perm)
+
+
+def swap_last_two(x: Any) -> Any:
+    """jnp.swapaxes(x, -1, -2)."""
+    perm = list(range(x.ndim))
+    perm[-1], perm[-2] = perm[-2], perm[-1]
+    return transpose(x, perm)
+
+
+def expand_dims(x: Any, axis: int) -> Any:
+    shape = list(x.shape)
+    shape.insert(int(axis) % (x.ndim + 1), 1)
+    return reshape(x, tuple(shape))
+
+
+def reduce_sum(x: Any, axes: tuple[int, ...]) -> Any:
+    """The sum over `axes` (normalised and sorted); x itself for no axes."""
+    return reduce_sum_p(x, axes=tuple(axes)) if axes else x
+
+
+def integer_pow(x: Any, y: int) -> Any:
+    return integer_pow_p(x, y=int(y))
+
+
+def concatenate(xs: list[Any], axis: int) -> Any:
+    xs = promote(*xs)
+    if len(xs) == 1:
+        return xs[0]
+    return concatenate_p(*xs, axis=int(axis) % max(xs[0].ndim, 1))
+
+
+def stack(xs: list[Any], axis: int = 0) -> Any:
+    xs = promote(*xs)
+    shapes = {tuple(x.shape) for x in xs}
+    if len(shapes) > 1:
+        raise ShapeError(f"all arrays passed to stack must have the same shape, got {sorted(shapes)}")
+    ax = int(axis) % (xs[0].ndim + 1)
+    return concatenate([expand_dims(x, ax) for x in xs], ax)
+
+
+def trace_last_two(x: Any) -> Any:
+    """jnp.trace(x, axis1=-2, axis2=-1): the sum of the diagonals of the last two axes."""
+    rows = np.arange(min(x.shape[-2], x.shape[-1]))
+    diagonal = gather_p(x, constant(rows), constant(rows.copy()),
+                        index=(("ellipsis",), ("array", 0), ("array", 1)))
+    return reduce_sum_p(diagonal, axes=(diagonal.ndim - 1,))

@@ -15,7 +15,6 @@ The JSON Schema is `engine/schemas/graph-v1.json`.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Callable
@@ -24,8 +23,31 @@ from typing import Any
 
 import numpy as np
 
+from array_codec import (
+    DTYPES,
+    SPECIAL_FLOATS,
+    ByteCountMismatch,
+    InvalidBase64,
+    NestedTooDeep,
+    UnknownSpecialFloat,
+    encode_array,
+    from_base64,
+    replace_special_floats,
+    special_name,
+)
 from engine.array import Array
-from engine.core import Graph, Literal, ShapedArray, Tracer, Var, _element_budget, element_budget, end_trace, new_trace
+from engine.core import (
+    Graph,
+    Literal,
+    ShapedArray,
+    Tracer,
+    Var,
+    _element_budget,
+    bind,
+    element_budget,
+    end_trace,
+    new_trace,
+)
 from engine.errors import (
     ConcretizationError,
     DeadlineExceeded,
@@ -36,11 +58,12 @@ from engine.errors import (
     ShapeError,
 )
 from engine.limits import DEFAULT_LIMITS, LimitExceeded, Limits
+from engine.numpy._base import asarray
+from engine.primitive import InvalidAttributes
+from engine.primitives import PRIMITIVES
 
 FORMAT = "nabla.graph/1"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "graph-v1.json"
-DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
-          "uint32", "uint64", "bool")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")  # fullmatch: "$" would let a trailing newline in
 
 
@@ -88,47 +111,24 @@ def load_schema() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- arrays
 
 
-def encode_array(value: np.ndarray, encoding: str = "json") -> Any:
-    """An array as JSON: nested lists (NaN and infinities as the strings "NaN", "Infinity",
-    "-Infinity"), or a tagged base64 leaf for speed."""
-    value = np.asarray(value)
-    if encoding == "base64":
-        data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
-        return {"$array": {"dtype": value.dtype.name, "shape": list(value.shape),
-                           "data": base64.b64encode(data.tobytes()).decode("ascii")}}
-    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-        # Vectorised: the special values become strings in an object array, then one tolist().
-        obj = value.astype(object)
-        obj[np.isnan(value)] = "NaN"
-        obj[np.isposinf(value)] = "Infinity"
-        obj[np.isneginf(value)] = "-Infinity"
-        return obj.tolist()
-    return value.tolist()
-
-
-_SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
-
-
-def _replace_specials(data: Any, where: str, limits: Limits, depth: int = 0) -> Any:
-    """Nested lists with "NaN", "Infinity", "-Infinity" as floats (recursion bounded by max_dimensions)."""
-    if isinstance(data, str):
-        if data in _SPECIALS:
-            return _SPECIALS[data]
-        raise GraphFormatError(f"{where}: unexpected string {data[:40]!r} in numeric data (only 'NaN', "
-                               "'Infinity', '-Infinity' are allowed)", field=where)
-    if isinstance(data, list):
-        if depth >= limits.max_dimensions:
-            raise GraphLimitError(f"{where}: data is nested more than {limits.max_dimensions} levels deep (an "
-                                  f"array has at most {limits.max_dimensions} dimensions, max_dimensions)",
-                                  limit="max_dimensions", value=depth + 1, maximum=limits.max_dimensions, field=where)
-        return [_replace_specials(d, where, limits, depth + 1) for d in data]
-    return data
+def _replace_specials(data: Any, where: str, limits: Limits) -> Any:
+    """Nested lists with "NaN", "Infinity", "-Infinity" as floats (nesting bounded by max_dimensions)."""
+    try:
+        return replace_special_floats(data, max_depth=limits.max_dimensions)
+    except UnknownSpecialFloat as e:
+        raise GraphFormatError(f"{where}: unexpected string {e.value[:40]!r} in numeric data (only 'NaN', "
+                               "'Infinity', '-Infinity' are allowed)", field=where) from None
+    except NestedTooDeep as e:
+        raise GraphLimitError(f"{where}: data is nested more than {limits.max_dimensions} levels deep (an "
+                              f"array has at most {limits.max_dimensions} dimensions, max_dimensions)",
+                              limit="max_dimensions", value=e.depth, maximum=limits.max_dimensions,
+                              field=where) from None
 
 
 def _show(value: Any) -> str:
     """A number for a message: JSON's spelling of the special floats, long integers shortened."""
     if isinstance(value, float) and not np.isfinite(value):
-        return "NaN" if np.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return special_name(value)
     text = str(value)
     return text if len(text) <= 24 else f"{text[:12]}... ({len(text)} digits)"
 
@@ -228,7 +228,7 @@ def decode_array(spec: Any, where: str, limits: Limits = DEFAULT_LIMITS, max_ele
         limits.check_shape(tuple(shape), f"{where}: the shape", GraphLimitError, field=where)
     data = spec.get("data")
     # A string is base64, except the three special values: a 0-d NaN or infinity is written so.
-    if tagged or (isinstance(data, str) and data not in _SPECIALS):
+    if tagged or (isinstance(data, str) and data not in SPECIAL_FLOATS):
         return _decode_base64(data, shape, dtype, where)
     value = _to_dtype(_replace_specials(data, where, limits), dtype, where, field=where)
     if shape is not None and list(value.shape) != shape:
@@ -241,17 +241,12 @@ def _decode_base64(data: Any, shape: list[int] | None, dtype: np.dtype, where: s
     if shape is None:
         raise GraphFormatError(f"{where}: base64 data needs an explicit shape", field=where)
     try:
-        raw = base64.b64decode(data, validate=True)
-    except (ValueError, TypeError):
+        return from_base64(data, shape, dtype)
+    except InvalidBase64:
         raise GraphFormatError(f"{where}: data is not valid base64", field=where) from None
-    size = 1
-    for n in shape:
-        size *= n
-    if len(raw) != size * dtype.itemsize:
-        raise GraphFormatError(
-            f"{where}: base64 data has {len(raw)} bytes, but shape {shape} of {dtype.name} needs "
-            f"{size * dtype.itemsize}", field=where)
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+    except ByteCountMismatch as e:
+        raise GraphFormatError(f"{where}: base64 data has {e.actual} bytes, but shape {shape} of {dtype.name} "
+                               f"needs {e.expected}", field=where) from None
 
 
 # ----------------------------------------------------------------------------- attributes
@@ -353,26 +348,6 @@ def _einsum_spec(value: Any, where: str) -> str:
     return value
 
 
-def _check_einsum(spec: str, n_inputs: int, node_id: str) -> None:
-    """What the spec's pattern cannot say: one term per input, each letter once per term (the
-    einsum primitive's derivative needs that; take diagonals with gather first), and output
-    letters that are distinct and name an input axis."""
-    where, at = f"node {node_id!r}: attribute 'spec'", {"node": node_id, "field": "attrs.spec"}
-    lhs, _, out = spec.partition("->")
-    terms = lhs.split(",")
-    if len(terms) != n_inputs:
-        raise GraphFormatError(f"{where}: {spec!r} names {len(terms)} operand(s), but the node has "
-                               f"{n_inputs} input(s)", **at)
-    for term in [*terms, out]:
-        if len(set(term)) != len(term):
-            raise GraphFormatError(f"{where}: {term!r} in {spec!r} repeats a letter; each letter may appear "
-                                   "once per operand and in the output (take a diagonal with gather first)", **at)
-    unknown = sorted(set(out) - set(lhs))
-    if unknown:
-        raise GraphFormatError(f"{where}: output letter(s) {''.join(unknown)!r} of {spec!r} name no input axis",
-                               **at)
-
-
 def attr_parsers(limits: Limits) -> dict[str, Callable[[Any, str], Any]]:
     """How each attribute of the JSON format is checked and converted back to the IR's value."""
     return {
@@ -426,14 +401,15 @@ def graph_to_json(graph: Graph, param_names: list[str] | None = None, encoding: 
             if isinstance(number, bool):  # JSON's true/false are not numbers in this format
                 number = int(number)
             elif isinstance(number, float) and not np.isfinite(number):  # strict JSON has no NaN
-                number = "NaN" if np.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
+                number = special_name(number)
             return {"literal": number, "dtype": value.dtype.name}
         return names[atom]
 
     nodes = []
     for k, eqn in enumerate(graph.eqns):
-        if eqn.prim.name == "custom_vjp_call":
-            raise GraphFormatError("a custom_vjp function holds Python code and cannot be serialised; "
+        if eqn.prim.python_code:
+            kind = eqn.prim.name.removesuffix("_call")
+            raise GraphFormatError(f"a {kind} function holds Python code and cannot be serialised; "
                                    "express it with primitives or register it as a model", node=f"n{k}")
         ids = [fresh(f"n{k}" if len(eqn.outputs) == 1 else f"n{k}.{j}") for j in range(len(eqn.outputs))]
         for v, node_id in zip(eqn.outputs, ids):
@@ -547,8 +523,6 @@ class GraphFunction:
         return out
 
     def _nodes(self, nodes: Any) -> list[tuple[str, Any, list[Any], dict[str, Any]]]:
-        from engine.primitives import PRIMITIVES
-
         if not isinstance(nodes, list):
             raise GraphFormatError("nodes must be a list", field="nodes")
         self.limits.check("max_nodes", len(nodes), "the number of nodes", GraphLimitError, field="nodes")
@@ -571,7 +545,7 @@ class GraphFunction:
                 raise GraphFormatError(f"node {node_id!r}: unknown field(s) {sorted(extra)}", node=node_id)
             op = node.get("op")
             prim = PRIMITIVES.get(op) if isinstance(op, str) else None
-            if prim is None or op == "custom_vjp_call":
+            if prim is None or prim.python_code:
                 raise GraphFormatError(f"node {node_id!r}: unknown op {op!r}; GET /v1/ops (or "
                                        "engine.primitives.PRIMITIVES) lists the supported ones", node=node_id)
             inputs = node.get("inputs", [])
@@ -606,8 +580,12 @@ class GraphFunction:
                     + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""),
                     node=node_id)
             parsed = self._attrs(node_id, attrs, parsers)
-            if op == "einsum":
-                _check_einsum(parsed["spec"], len(inputs), node_id)
+            if prim.check_attrs is not None:
+                try:
+                    prim.check_attrs(parsed, len(inputs))
+                except InvalidAttributes as e:
+                    raise GraphFormatError(f"node {node_id!r}: attribute {e.attribute!r}: {e}", node=node_id,
+                                           field=f"attrs.{e.attribute}") from None
             defined.add(node_id)
             out.append((node_id, prim, refs, parsed))
         return out
@@ -633,8 +611,8 @@ class GraphFunction:
                 _dtype_attr(dtype, f"{where}.dtype")
         else:
             value, dtype = ref, None
-        if isinstance(value, str) and value in _SPECIALS:
-            value = _SPECIALS[value]
+        if isinstance(value, str) and value in SPECIAL_FLOATS:
+            value = SPECIAL_FLOATS[value]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise GraphFormatError(f"{where} must be a name or a number, got {json.dumps(ref)[:40]}", node=node_id,
                                    field=field)
@@ -658,8 +636,6 @@ class GraphFunction:
 
     def __call__(self, *args: Any) -> Any:
         """Evaluate on arrays or tracers; returns one array, or a tuple for several outputs."""
-        from engine.core import bind
-
         if len(args) != len(self.params):
             raise TypeError(f"this graph takes {len(self.params)} argument(s) {self.params}, got {len(args)}")
         env: dict[str, Any] = {name: _argument(name, aval, arg)
@@ -689,8 +665,6 @@ class GraphFunction:
 
 
 def _argument(name: str, aval: ShapedArray | None, arg: Any) -> Any:
-    from engine.numpy._base import asarray
-
     x = arg if isinstance(arg, (Array, Tracer)) else asarray(arg)
     if aval is None or (tuple(x.shape) == aval.shape and x.dtype == aval.dtype):
         return x

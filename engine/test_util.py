@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 
 from engine.errors import GradientCheckError
+from engine.numpy._base import asarray
+from engine.transforms import jvp, vjp
+from engine.tree_util import tree_leaves, tree_map
 
 # Default tolerances by dtype, as JAX uses; the step suits the dtype's precision.
 _TOLERANCE = {np.dtype("float16"): 1e-1, np.dtype("float32"): 2e-3, np.dtype("float64"): 1e-5}
@@ -38,8 +41,6 @@ class CheckResult:
 
 
 def _leaves(tree: Any) -> list[np.ndarray]:
-    from engine.tree_util import tree_leaves
-
     return [np.asarray(x) for x in tree_leaves(tree)]
 
 
@@ -51,9 +52,6 @@ def _dtype_of(args: Sequence[Any]) -> np.dtype:
 
 
 def _rand_like(rng: np.random.Generator, tree: Any) -> Any:
-    from engine.numpy._base import asarray
-    from engine.tree_util import tree_map
-
     def one(x: Any) -> Any:
         a = np.asarray(x)
         if a.dtype.kind not in "fc":
@@ -64,9 +62,6 @@ def _rand_like(rng: np.random.Generator, tree: Any) -> Any:
 
 
 def _axpy(alpha: float, x: Any, y: Any) -> Any:
-    from engine.numpy._base import asarray
-    from engine.tree_util import tree_map
-
     def one(a: Any, b: Any) -> Any:
         b = asarray(b)
         if b.dtype.kind not in "fc":
@@ -103,8 +98,6 @@ def _compare(expected: Any, actual: Any, atol: float, rtol: float) -> tuple[floa
 
 
 def _numerical_jvp(f: Callable[..., Any], args: tuple, tangents: tuple, eps: float) -> Any:
-    from engine.tree_util import tree_map
-
     plus = f(*_axpy(eps / 2, tangents, args))
     minus = f(*_axpy(-eps / 2, tangents, args))
     return tree_map(lambda p, m: (np.asarray(p, np.float64) - np.asarray(m, np.float64)) / eps, plus, minus)
@@ -113,8 +106,6 @@ def _numerical_jvp(f: Callable[..., Any], args: tuple, tangents: tuple, eps: flo
 def _run_checks(f: Callable[..., Any], args: tuple, order: int, modes: Sequence[str],
                 atol: float | None, rtol: float | None, eps: float | None,
                 results: list[CheckResult], level: int = 1) -> None:
-    from engine.transforms import jvp, vjp
-
     dtype = _dtype_of(args)
     tol_a = atol if atol is not None else _TOLERANCE.get(dtype, 1e-5)
     tol_r = rtol if rtol is not None else _TOLERANCE.get(dtype, 1e-5)

@@ -10,19 +10,41 @@ from typing import Any
 
 import numpy as np
 
+import engine.numpy as jnp
 from engine import ad
 from engine.array import Array
-from engine.core import Graph, ShapedArray, Tracer, aval_of, concrete_value, end_trace, new_trace
+from engine.batching import NotBatchable, eval_batched
+from engine.core import (
+    Graph,
+    ShapedArray,
+    ShapeDtypeStruct,
+    Tracer,
+    aval_of,
+    concrete_value,
+    end_trace,
+    eval_graph,
+    new_trace,
+    trace_flat,
+)
 from engine.errors import DifferentiationError, IntegerInputError, NonScalarOutputError
 from engine.numpy._base import asarray
-from engine.tree_util import tree_flatten, tree_structure, tree_unflatten
+from engine.tree_util import (
+    DictKey,
+    FlattenedIndexKey,
+    GetAttrKey,
+    SequenceKey,
+    describe_mismatch,
+    keystr,
+    tree_flatten,
+    tree_flatten_with_path,
+    tree_structure,
+    tree_unflatten,
+)
 
 # ----------------------------------------------------------------------------- tracing helpers
 
 
 def _as_leaf(x: Any, where: str) -> Any:
-    from engine.core import ShapeDtypeStruct
-
     if isinstance(x, (Array, Tracer, ShapeDtypeStruct)):
         return x
     try:
@@ -32,8 +54,6 @@ def _as_leaf(x: Any, where: str) -> Any:
 
 
 def _leaf_paths(tree: Any) -> list[str]:
-    from engine.tree_util import keystr, tree_flatten_with_path
-
     return [keystr(p) for p, _ in tree_flatten_with_path(tree)[0]]
 
 
@@ -48,6 +68,13 @@ class TracedFunction:
         self.n_main = n_main  # outputs before the aux leaves
         self.aux_tree = aux_tree
         self.aux_static = aux_static
+
+    def known_values(self, leaves: list[Any]) -> dict | None:
+        """Values the concrete trace computed, for the interpreters to reuse; None when they may
+        not: an input is traced by an enclosing transformation, or the graph captured a tracer."""
+        if all(isinstance(x, Array) for x in leaves) and not any(isinstance(c, Tracer) for c in self.graph.consts):
+            return self.known
+        return None
 
 
 def trace_function(
@@ -135,8 +162,6 @@ def _check_differentiable_inputs(leaves: list[Any], in_tree: Any, argnums: tuple
         ok = x.dtype.kind in "fc"
         if not ok and not allow_int:
             if paths is None:
-                from engine.tree_util import keystr, tree_flatten_with_path
-
                 paths = [p for p, _ in tree_flatten_with_path(tree_unflatten(in_tree, leaves))[0]]
             # The first key picks the argument among args[argnums]; the rest is the path inside it.
             argnum = argnums[paths[k][0].idx]
@@ -157,8 +182,6 @@ def _check_differentiable_inputs(leaves: list[Any], in_tree: Any, argnums: tuple
 
 def _raw_key(key: Any) -> Any:
     """A key path entry as the plain key it stands for: a dict key, an index or an attribute name."""
-    from engine.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
-
     if isinstance(key, (DictKey, FlattenedIndexKey)):
         return key.key
     if isinstance(key, SequenceKey):
@@ -189,11 +212,16 @@ def _param_name(fun: Callable[..., Any] | None, argnum: int) -> str | None:
 def value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False,
                    allow_int: bool = False) -> Callable[..., Any]:
     """f -> (x -> (f(x), ∇f(x))); with has_aux, ((f(x), aux), ∇f(x))."""
-    fname = "value_and_grad"
+    return _value_and_grad(fun, argnums, has_aux, allow_int, "value_and_grad")
+
+
+def _value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int], has_aux: bool, allow_int: bool,
+                    fname: str) -> Callable[..., Any]:
+    """value_and_grad, whose argnums errors name `fname` (grad is built on it too)."""
 
     @functools.wraps(fun)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        nums = _normalize_argnums(argnums, len(args), fname if not wrapped._as_grad else "grad")
+        nums = _normalize_argnums(argnums, len(args), fname)
         tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
         wrt = _check_differentiable_inputs(leaves, in_tree, nums, "grad", allow_int, fun)
         if tf.n_main != 1 or tf.out_tree.num_leaves != 1:
@@ -214,11 +242,8 @@ def value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, ha
             raise DifferentiationError(
                 f"grad requires a floating-point output, but the output has dtype {out_aval.dtype}"
             )
-        known = tf.known if all(isinstance(x, Array) for x in leaves) and _consts_concrete(tf.graph) else None
-        outs, backward = ad.vjp_graph(tf.graph, leaves, wrt, known)
+        outs, backward = ad.vjp_graph(tf.graph, leaves, wrt, tf.known_values(leaves))
         value = outs[0]
-        import engine.numpy as jnp
-
         cts = backward([jnp.ones((), value.dtype)] + [None] * (len(outs) - 1))
         grads = [c if c is not None else ad.zeros_for(x) for c, x in zip(cts, leaves)]
         grad_tree = tree_unflatten(in_tree, grads)
@@ -228,12 +253,7 @@ def value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, ha
             return (value, aux), grad_out
         return value, grad_out
 
-    wrapped._as_grad = False
     return wrapped
-
-
-def _consts_concrete(graph: Graph) -> bool:
-    return not any(isinstance(c, Tracer) for c in graph.consts)
 
 
 def _graph_out_aval(graph: Graph, i: int) -> ShapedArray:
@@ -243,8 +263,7 @@ def _graph_out_aval(graph: Graph, i: int) -> ShapedArray:
 def grad(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False,
          allow_int: bool = False) -> Callable[..., Any]:
     """f -> ∇f: the gradient of a scalar-valued function with respect to args[argnums]."""
-    vg = value_and_grad(fun, argnums, has_aux, allow_int)
-    vg._as_grad = True
+    vg = _value_and_grad(fun, argnums, has_aux, allow_int, "grad")
 
     @functools.wraps(fun)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -271,8 +290,6 @@ def jvp(fun: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
     p_tree = tree_structure(tuple(primals))
     t_leaves, t_tree = tree_flatten(tuple(tangents))
     if p_tree != t_tree:
-        from engine.tree_util import describe_mismatch
-
         raise ValueError(f"jvp: primals and tangents must have the same tree structure; "
                          f"{describe_mismatch(p_tree, t_tree)}")
     nums = tuple(range(len(primals)))
@@ -302,17 +319,14 @@ def vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> Any:
     nums = tuple(range(len(primals)))
     tf, leaves, in_tree = trace_function(fun, primals, {}, nums, has_aux=has_aux)
     wrt = [x.dtype.kind in "fc" for x in leaves]
-    known = tf.known if all(isinstance(x, Array) for x in leaves) and _consts_concrete(tf.graph) else None
-    outs, backward = ad.vjp_graph(tf.graph, leaves, wrt, known)
+    outs, backward = ad.vjp_graph(tf.graph, leaves, wrt, tf.known_values(leaves))
     n = tf.n_main
     primal_out = tree_unflatten(tf.out_tree, outs[:n])
 
     def vjp_fun(cotangent: Any) -> tuple[Any, ...]:
         ct_leaves, ct_tree = tree_flatten(cotangent)
         if ct_tree != tf.out_tree:
-            from engine.tree_util import describe_mismatch
-
-            raise ValueError("vjp: the cotangent must have the structure of the function's output; "
+                raise ValueError("vjp: the cotangent must have the structure of the function's output; "
                              f"{describe_mismatch(tf.out_tree, ct_tree)}")
         cts = []
         for k, (c, o) in enumerate(zip(ct_leaves, outs[:n])):
@@ -336,8 +350,6 @@ def vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> Any:
 
 
 def _stack_rows(rows: list[Any], shape: tuple[int, ...], dtype: Any) -> Any:
-    import engine.numpy as jnp
-
     if not rows:
         return jnp.zeros(shape, dtype)
     return jnp.reshape(jnp.stack(rows), shape)
@@ -362,12 +374,9 @@ def _identity_blocks(avals: list[ShapedArray], dtype_of: Callable[[ShapedArray],
 def _batched_jacobian(tf: TracedFunction, leaves: list[Any], wrt: list[bool], mode: str) -> list[list[Any]] | None:
     """jac[j][i] of shape out_j.shape + in_i.shape, all basis vectors in one batched pass.
 
-    None when batching does not apply (a primitive without a batching rule, or a basis too large).
+    None when batching does not apply (a case a batching rule cannot do in one pass, or a basis
+    too large).
     """
-    import engine.numpy as jnp
-    from engine.batching import NotBatchable, eval_batched
-    from engine.core import trace_flat
-
     graph = tf.graph
     n_main = tf.n_main
     in_avals = [aval_of(x) for x in leaves]
@@ -449,17 +458,12 @@ def jacrev(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: b
 
     @functools.wraps(fun)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        import engine.numpy as jnp
-
-        nums = _normalize_argnums(argnums, len(args), "jacrev")
-        tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
-        wrt = _check_differentiable_inputs(leaves, in_tree, nums, "jacrev", allow_int, fun)
-        n = tf.n_main
-        batched = _batched_jacobian(tf, leaves, wrt, "rev")
+        tf, leaves, in_tree, wrt, batched = _trace_for_jacobian(fun, args, kwargs, argnums, has_aux, allow_int,
+                                                                "jacrev", fun)
         if batched is not None:
             return _jacobian_result(tf, leaves, in_tree, argnums, batched, has_aux)
-        known = tf.known if all(isinstance(x, Array) for x in leaves) and _consts_concrete(tf.graph) else None
-        outs, backward = ad.vjp_graph(tf.graph, leaves, wrt, known)
+        n = tf.n_main
+        outs, backward = ad.vjp_graph(tf.graph, leaves, wrt, tf.known_values(leaves))
         per_output = []
         for j, out in enumerate(outs[:n]):
             rows: list[list[Any]] = [[] for _ in leaves]
@@ -489,15 +493,11 @@ def jacfwd(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: b
 
     @functools.wraps(fun)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        import engine.numpy as jnp
-
-        nums = _normalize_argnums(argnums, len(args), "jacfwd")
-        tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
-        wrt = _check_differentiable_inputs(leaves, in_tree, nums, "jacfwd", False)
-        n = tf.n_main
-        batched = _batched_jacobian(tf, leaves, wrt, "fwd")
+        tf, leaves, in_tree, wrt, batched = _trace_for_jacobian(fun, args, kwargs, argnums, has_aux, False,
+                                                                "jacfwd", None)
         if batched is not None:
             return _jacobian_result(tf, leaves, in_tree, argnums, batched, has_aux)
+        n = tf.n_main
         columns: list[list[list[Any]]] = [[[] for _ in leaves] for _ in range(n)]
         outs = None
         for i, x in enumerate(leaves):
@@ -535,6 +535,18 @@ def jacfwd(fun: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: b
 jacobian = jacrev
 
 
+def _trace_for_jacobian(fun: Callable[..., Any], args: tuple, kwargs: dict[str, Any], argnums: int | Sequence[int],
+                        has_aux: bool, allow_int: bool, fname: str,
+                        named: Callable[..., Any] | None) -> tuple[TracedFunction, list[Any], Any, list[bool], Any]:
+    """What jacrev and jacfwd start with: the traced function, its input leaves and their tree, which
+    leaves are differentiated, and the jacobian of one batched pass (None when that does not apply).
+    Integer inputs are reported with the parameter names of `named`, if given."""
+    nums = _normalize_argnums(argnums, len(args), fname)
+    tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
+    wrt = _check_differentiable_inputs(leaves, in_tree, nums, fname, allow_int, named)
+    return tf, leaves, in_tree, wrt, _batched_jacobian(tf, leaves, wrt, "rev" if fname == "jacrev" else "fwd")
+
+
 def _jacobian_result(tf: TracedFunction, leaves: list[Any], in_tree: Any, argnums: Any,
                      jac: list[list[Any]], has_aux: bool) -> Any:
     per_output = []
@@ -543,8 +555,6 @@ def _jacobian_result(tf: TracedFunction, leaves: list[Any], in_tree: Any, argnum
         per_output.append(tree[0] if isinstance(argnums, int) else tuple(tree))
     result = tree_unflatten(tf.out_tree, per_output)
     if has_aux:
-        from engine.core import eval_graph
-
         aux_values = eval_graph(tf.graph, list(leaves))[tf.n_main:]
         return result, _rebuild_aux(tf, aux_values)
     return result

@@ -66,92 +66,48 @@ _NoneType = type(None)
 # ---------------------------------------------------------------------------
 
 
+# Each key entry is an immutable value with one field, compared by type and value: DictKey("W")
+# never equals GetAttrKey("W").
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class DictKey:
     """Key of a child of a dict-like node; prints as ``['W']``."""
 
-    __slots__ = ("key",)
-    __match_args__ = ("key",)
-
-    def __init__(self, key: Hashable) -> None:
-        self.key = key
+    key: Hashable
 
     def __str__(self) -> str:
         return f"[{self.key!r}]"
 
-    def __repr__(self) -> str:
-        return f"DictKey(key={self.key!r})"
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is DictKey and self.key == other.key
-
-    def __hash__(self) -> int:
-        return hash((DictKey, self.key))
-
-
+@dataclasses.dataclass(frozen=True, slots=True)
 class SequenceKey:
     """Index of a child of a list or tuple node; prints as ``[0]``."""
 
-    __slots__ = ("idx",)
-    __match_args__ = ("idx",)
-
-    def __init__(self, idx: int) -> None:
-        self.idx = idx
+    idx: int
 
     def __str__(self) -> str:
         return f"[{self.idx!r}]"
 
-    def __repr__(self) -> str:
-        return f"SequenceKey(idx={self.idx!r})"
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is SequenceKey and self.idx == other.idx
-
-    def __hash__(self) -> int:
-        return hash((SequenceKey, self.idx))
-
-
+@dataclasses.dataclass(frozen=True, slots=True)
 class GetAttrKey:
     """Attribute name of a child (namedtuple fields, dataclasses); prints as ``.name``."""
 
-    __slots__ = ("name",)
-    __match_args__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
+    name: str
 
     def __str__(self) -> str:
         return f".{self.name}"
 
-    def __repr__(self) -> str:
-        return f"GetAttrKey(name={self.name!r})"
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is GetAttrKey and self.name == other.name
-
-    def __hash__(self) -> int:
-        return hash((GetAttrKey, self.name))
-
-
+@dataclasses.dataclass(frozen=True, slots=True)
 class FlattenedIndexKey:
     """Position of a child of a custom node registered without keys."""
 
-    __slots__ = ("key",)
-    __match_args__ = ("key",)
-
-    def __init__(self, key: int) -> None:
-        self.key = key
+    key: int
 
     def __str__(self) -> str:
         return f"[<flat index {self.key}>]"
-
-    def __repr__(self) -> str:
-        return f"FlattenedIndexKey(key={self.key!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is FlattenedIndexKey and self.key == other.key
-
-    def __hash__(self) -> int:
-        return hash((FlattenedIndexKey, self.key))
 
 
 KeyEntry = Any

@@ -21,17 +21,25 @@ from typing import Any
 import numpy as np
 import orjson
 
+from array_codec import (
+    DTYPES,
+    LENIENT_SPECIAL_FLOATS,
+    ArrayCodecError,
+    ByteCountMismatch,
+    InvalidBase64,
+    encode_array,
+    from_base64,
+    little_endian_bytes,
+    replace_special_floats,
+    special_name,
+)
 from engine.core import check_deadline
-from engine.serialize import DTYPES, encode_array
 from service.errors import InvalidArgument, LimitExceededError
 from service.model_schema import is_leaf, join
 
 # Elements converted or written between two deadline checks (a few milliseconds of work).
 CHUNK_ELEMENTS = 1 << 16
 MAX_DIMENSIONS = 32
-
-_SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf, "nan": np.nan, "inf": np.inf,
-             "-inf": -np.inf}
 
 
 class TreeBudget:
@@ -112,16 +120,13 @@ def decode_array(spec: Any, where: str, budget: TreeBudget) -> np.ndarray:
     budget.take(size, where)
     if not isinstance(data, str):
         raise InvalidArgument(f"{where}: $array data must be a base64 string", {"path": where})
-    dtype = np.dtype(dtype_name)
     try:
-        raw = base64.b64decode(data, validate=True)
-    except ValueError:
+        return from_base64(data, shape, dtype_name)
+    except InvalidBase64:
         raise InvalidArgument(f"{where}: data is not valid base64", {"path": where}) from None
-    if len(raw) != size * dtype.itemsize:
-        raise InvalidArgument(f"{where}: {len(raw)} bytes of data, but shape {shape} of {dtype_name} needs "
-                              f"{size * dtype.itemsize}", {"path": where})
-    try:
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+    except ByteCountMismatch as e:
+        raise InvalidArgument(f"{where}: {e.actual} bytes of data, but shape {shape} of {dtype_name} needs "
+                              f"{e.expected}", {"path": where}) from None
     except ValueError as e:  # an empty array with a dimension NumPy cannot index ([2**62, 4, 0])
         raise InvalidArgument(f"{where}: shape {shape} is not a valid array shape: {e}", {"path": where}) from None
 
@@ -138,8 +143,8 @@ def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudge
         else:
             value = np.asarray(obj)
         return _as_dtype(value, float_dtype, where)
-    if isinstance(obj, str) and obj in _SPECIALS:
-        return np.asarray(_SPECIALS[obj], dtype=float_dtype)
+    if isinstance(obj, str) and obj in LENIENT_SPECIAL_FLOATS:
+        return np.asarray(LENIENT_SPECIAL_FLOATS[obj], dtype=float_dtype)
     if not isinstance(obj, list):
         return None
     try:
@@ -208,20 +213,10 @@ def _as_array(obj: list[Any]) -> np.ndarray:
 
 
 def _with_specials(obj: Any) -> np.ndarray | None:
-    def replace(x: Any) -> Any:
-        if isinstance(x, list):
-            return [replace(v) for v in x]
-        if isinstance(x, str):
-            if x not in _SPECIALS:
-                raise ValueError(x)
-            return _SPECIALS[x]
-        return x
-
     try:
-        arr = np.asarray(replace(obj), dtype=np.float64)
-    except (ValueError, TypeError):
+        return np.asarray(replace_special_floats(obj, LENIENT_SPECIAL_FLOATS), dtype=np.float64)
+    except (ArrayCodecError, ValueError, TypeError):
         return None
-    return arr
 
 
 def decode_tree(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget, spec: Any = None,
@@ -325,7 +320,7 @@ def _write(node: Any, encoding: str, parts: list[bytes]) -> None:
     elif hasattr(node, "__dataclass_fields__"):
         _write_items([(k, getattr(node, k)) for k in node.__dataclass_fields__], encoding, parts)
     elif isinstance(node, float) and not math.isfinite(node):
-        parts.append(orjson.dumps(_special_name(node)))
+        parts.append(orjson.dumps(special_name(node)))
     elif node is None or isinstance(node, (bool, int, float, str)):
         parts.append(orjson.dumps(node))
     else:
@@ -341,10 +336,6 @@ def _write_items(items: list[tuple[str, Any]], encoding: str, parts: list[bytes]
         parts.append(b":")
         _write(v, encoding, parts)
     parts.append(b"}")
-
-
-def _special_name(x: float) -> str:
-    return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
 
 
 def _write_array(arr: np.ndarray, encoding: str, parts: list[bytes]) -> None:
@@ -376,7 +367,7 @@ def _block_json(block: np.ndarray) -> bytes:
 
 
 def _write_base64(arr: np.ndarray, parts: list[bytes]) -> None:
-    data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
+    data = little_endian_bytes(arr)
     parts.append(b'{"$array":{"dtype":' + orjson.dumps(arr.dtype.name) + b',"shape":'
                  + orjson.dumps([int(n) for n in arr.shape]) + b',"data":"')
     step = 3 * CHUNK_ELEMENTS * 8  # a multiple of 3: the pieces' base64 concatenates cleanly

@@ -621,6 +621,9 @@ BAD_PROGRAMS = [
     BadProgram("function used as a value", "y = exp\ny(x)", r"undeclared name 'exp' \(it is a function: call it\)",
                1, 5),
     BadProgram("unknown function", "y = x\nfrobnicate(y)", r"unknown function 'frobnicate'", 2, 1),
+    # columns count characters, not UTF-8 bytes: "é" is one column (two bytes)
+    BadProgram("column after a non-ASCII character", "é = x\né + frobnicate(é)",
+               r"unknown function 'frobnicate'", 2, 5),
     BadProgram("dunder parameter", "x", r"'__class__' cannot be a parameter name", None, None, params=["__class__"]),
     BadProgram("string argument at run time", "sum(x, 'axis')", r"sum does not take string arguments", 1, 1,
                when="run"),

@@ -20,7 +20,6 @@ import pytest
 from engine._config import config
 from engine._threefry import (
     _erf_inv,
-    _fma,
     fold_in_data,
     normal_data,
     random_bits_data,
@@ -29,6 +28,7 @@ from engine._threefry import (
     threefry2x32,
     uniform_data,
 )
+from engine._xla_f32 import fma as _fma
 
 # --------------------------------------------------------------------------
 # Expected values, from JAX.  SPLIT uses PRNGKey(0); the samplers use

@@ -9,12 +9,11 @@ from __future__ import annotations
 import numpy as _np
 
 from engine.array import Array
-from engine.numpy import linalg  # noqa: E402  (needs the functions above)
-from engine.numpy import methods as _methods  # noqa: E402
+from engine.numpy import elementwise as _elementwise
+from engine.numpy import linalg
+from engine.numpy import methods as _methods
 from engine.numpy._base import array, asarray
-from engine.numpy._base import convert as _convert
 from engine.numpy.contractions import (
-    _einsum,
     diag,
     diagonal,
     dot,
@@ -40,30 +39,16 @@ from engine.numpy.creation import (
     zeros_like,
 )
 from engine.numpy.elementwise import (
-    _integer_pow,
     abs,
     absolute,
     add,
-    arccos,
-    arccosh,
-    arcsin,
-    arcsinh,
-    arctan,
     arctan2,
-    arctanh,
     around,
-    ceil,
     clip,
-    cos,
-    cosh,
     divide,
     equal,
-    erf,
-    exp,
     exp2,
-    expm1,
     float_power,
-    floor,
     floor_divide,
     fmod,
     greater,
@@ -73,8 +58,6 @@ from engine.numpy.elementwise import (
     isnan,
     less,
     less_equal,
-    log,
-    log1p,
     log2,
     log10,
     logaddexp,
@@ -94,22 +77,13 @@ from engine.numpy.elementwise import (
     remainder,
     round,
     sign,
-    sin,
-    sinh,
-    sqrt,
     square,
     stop_gradient,
     subtract,
-    tan,
-    tanh,
     true_divide,
-    trunc,
     where,
 )
 from engine.numpy.reductions import (
-    _cumsum,
-    _reduce_prod,
-    _reduce_sum,
     all,
     amax,
     amin,
@@ -150,18 +124,9 @@ from engine.numpy.shapes import (
 )
 
 _methods.install()
-
-
-def _solve(a, b):
-    from engine.primitives import solve_p
-
-    return solve_p(a, b)
-
-
-def _inv(a):
-    from engine.primitives import inv_p
-
-    return inv_p(a)
+# The functions generated from the primitives' records (exp, log, sin, ..., hypot: see
+# engine.numpy.elementwise), exported with the hand-written ones above.
+globals().update(_elementwise.FROM_RECORDS)
 
 
 def ndim(a) -> int:

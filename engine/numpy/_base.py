@@ -7,8 +7,11 @@ from typing import Any
 import numpy as np
 
 from engine import dtypes
+from engine import primitives as P
 from engine.array import Array
 from engine.core import Tracer
+from engine.errors import ShapeError
+from engine.primitives import convert
 
 ArrayLike = Any  # Array, Tracer, NumPy array or scalar, Python scalar, nested list
 
@@ -28,9 +31,7 @@ def asarray(x: ArrayLike, dtype: Any = None) -> Any:
             return x
         return convert(x, np.dtype(dtype))
     if isinstance(x, (list, tuple)) and _contains_traced(x):
-        from engine.numpy.shapes import stack
-
-        return stack([asarray(e, dtype) for e in x])
+        return P.stack([asarray(e, dtype) for e in x])
     if dtypes.is_weak(x):
         target = np.dtype(dtype) if dtype is not None else dtypes.python_scalar_dtype(x)
         return Array(np.asarray(x, dtype=target)[()])
@@ -59,29 +60,13 @@ def _contains_traced(seq: Any) -> bool:
     return False
 
 
-def convert(x: Any, dtype: np.dtype) -> Any:
-    from engine.primitives import convert_p
-
-    if x.dtype == dtype:
-        return x
-    return convert_p(x, dtype=np.dtype(dtype).name)
-
-
 def promote(*args: ArrayLike) -> list[Any]:
     """Operands converted to one dtype by JAX's rules (Python scalars adapt to arrays)."""
-    if len(args) == 2:  # the common case, without the general machinery
+    if len(args) == 2:  # the common case, without building a list
         a, b = args
         if isinstance(a, (Array, Tracer)) and isinstance(b, (Array, Tracer)) and a.dtype == b.dtype:
             return [a, b]
-    converted = [a if isinstance(a, (Array, Tracer)) or dtypes.is_weak(a) else asarray(a) for a in args]
-    dtype = dtypes.result_type(*converted)
-    out = []
-    for a in converted:
-        if isinstance(a, (Array, Tracer)):
-            out.append(a if a.dtype == dtype else convert(a, dtype))
-        else:
-            out.append(Array(np.asarray(a, dtype=dtype)[()]))
-    return out
+    return P.promote(*[a if isinstance(a, (Array, Tracer)) or dtypes.is_weak(a) else asarray(a) for a in args])
 
 
 def promote_float(*args: ArrayLike) -> list[Any]:
@@ -95,8 +80,6 @@ def promote_float(*args: ArrayLike) -> list[Any]:
 
 def normalize_axis(axis: Any, ndim: int, name: str) -> tuple[int, ...]:
     """Axes as a sorted tuple of non-negative ints; None means every axis."""
-    from engine.errors import ShapeError
-
     if axis is None:
         return tuple(range(ndim))
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)

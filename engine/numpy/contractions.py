@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from engine import primitives as P
 from engine.errors import InvalidArgumentError, ShapeError
+from engine.numpy import reductions as R
 from engine.numpy._base import ArrayLike, asarray, promote
-from engine.numpy.shapes import expand_dims, ravel, squeeze
+from engine.numpy.creation import zeros
+from engine.numpy.shapes import expand_dims, moveaxis, ravel, squeeze
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -149,10 +153,6 @@ def einsum(subscripts: str, *operands: ArrayLike) -> Any:
 
 def diagonal(a: ArrayLike, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Any:
     """The diagonal, moved to the last axis (as numpy.diagonal)."""
-    import numpy as np
-
-    from engine.numpy.shapes import moveaxis
-
     x = asarray(a)
     x = moveaxis(x, (axis1, axis2), (-2, -1))
     n, m = x.shape[-2], x.shape[-1]
@@ -165,16 +165,10 @@ def diagonal(a: ArrayLike, offset: int = 0, axis1: int = 0, axis2: int = 1) -> A
 
 
 def trace(a: ArrayLike, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Any:
-    from engine.numpy.reductions import sum
-
-    return sum(diagonal(a, offset, axis1, axis2), axis=-1)
+    return R.sum(diagonal(a, offset, axis1, axis2), axis=-1)
 
 
 def diag(v: ArrayLike, k: int = 0) -> Any:
-    import numpy as np
-
-    from engine.numpy.creation import zeros
-
     x = asarray(v)
     if x.ndim == 2:
         return diagonal(x, k)

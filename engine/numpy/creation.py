@@ -11,6 +11,7 @@ from engine import dtypes
 from engine.array import Array
 from engine.core import check_elements
 from engine.numpy._base import ArrayLike, asarray
+from engine.numpy.shapes import broadcast_to
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -42,8 +43,6 @@ def empty(shape: int | Sequence[int], dtype: Any = None) -> Array:
 
 
 def full(shape: int | Sequence[int], fill_value: ArrayLike, dtype: Any = None) -> Any:
-    from engine.numpy.shapes import broadcast_to
-
     return broadcast_to(asarray(fill_value, dtype), _shape(shape))
 
 

@@ -1,49 +1,45 @@
-"""Elementwise functions of engine.numpy: NumPy names and broadcasting, JAX dtype rules."""
+"""Elementwise functions of engine.numpy: NumPy names and broadcasting, JAX dtype rules.
+
+A primitive whose record names a facade function (`facade=Facade("hypot")` in
+engine/primitives.py) gets it here, generated from the record: its operands promoted to one dtype
+(and to a float one for `promote="float"`), then the primitive applied. `FROM_RECORDS` holds
+those functions; engine.numpy and the expression language export every one of them.
+"""
 
 from __future__ import annotations
 
 import builtins
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from engine import primitives as P
 from engine.numpy._base import ArrayLike, asarray, promote, promote_float
+from engine.tree_util import tree_map
 
 
-def _float_unary(prim: P.Primitive, name: str):
-    def fn(x: ArrayLike) -> Any:
-        (x,) = promote_float(x)
-        return prim(x)
+def _from_record(prim: P.Primitive) -> Callable[..., Any]:
+    name, to_float = prim.facade.name, prim.facade.promote == "float"
+    conversion = promote_float if to_float else promote
+    if prim.arity == 1:
+        def fn(x: ArrayLike) -> Any:
+            return prim(*conversion(x))
+    elif prim.arity == 2:
+        def fn(x1: ArrayLike, x2: ArrayLike) -> Any:  # NumPy's names for a binary ufunc's operands
+            return prim(*conversion(x1, x2))
+    else:
+        raise TypeError(f"primitive {prim.name!r}: only unary and binary primitives get a facade function")
 
     fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = f"Elementwise `{name}` (integers are promoted to the default float dtype)."
+    fn.__doc__ = (f"Elementwise `{name}`: {prim.doc} (" + ("integers are promoted to the default float dtype)"
+                                                            if to_float else "operands are promoted to one dtype)"))
     return fn
 
 
-exp = _float_unary(P.exp_p, "exp")
-expm1 = _float_unary(P.expm1_p, "expm1")
-log = _float_unary(P.log_p, "log")
-log1p = _float_unary(P.log1p_p, "log1p")
-sin = _float_unary(P.sin_p, "sin")
-cos = _float_unary(P.cos_p, "cos")
-tan = _float_unary(P.tan_p, "tan")
-arcsin = _float_unary(P.asin_p, "arcsin")
-arccos = _float_unary(P.acos_p, "arccos")
-arctan = _float_unary(P.atan_p, "arctan")
-sinh = _float_unary(P.sinh_p, "sinh")
-cosh = _float_unary(P.cosh_p, "cosh")
-tanh = _float_unary(P.tanh_p, "tanh")
-arcsinh = _float_unary(P.asinh_p, "arcsinh")
-arccosh = _float_unary(P.acosh_p, "arccosh")
-arctanh = _float_unary(P.atanh_p, "arctanh")
-sqrt = _float_unary(P.sqrt_p, "sqrt")
-floor = _float_unary(P.floor_p, "floor")
-ceil = _float_unary(P.ceil_p, "ceil")
-trunc = _float_unary(P.trunc_p, "trunc")
-erf = _float_unary(P.erf_p, "erf")
-logistic = _float_unary(P.logistic_p, "logistic")
+FROM_RECORDS: dict[str, Callable[..., Any]] = {p.facade.name: _from_record(p) for p in P.DECLARED if p.facade}
+globals().update(FROM_RECORDS)  # exp, log, sin, ..., hypot: module attributes like the functions below
 
 
 def round(x: ArrayLike, decimals: int = 0) -> Any:  # noqa: A001 - NumPy's name
@@ -83,7 +79,7 @@ def sign(x: ArrayLike) -> Any:
 
 
 def square(x: ArrayLike) -> Any:
-    return _integer_pow(asarray(x), 2)
+    return P.integer_pow(asarray(x), 2)
 
 
 def reciprocal(x: ArrayLike) -> Any:
@@ -91,14 +87,10 @@ def reciprocal(x: ArrayLike) -> Any:
     return 1 / x
 
 
-def _integer_pow(x: Any, y: int) -> Any:
-    return P.integer_pow_p(x, y=int(y))
-
-
 def add(x: ArrayLike, y: ArrayLike) -> Any:
     x, y = promote(x, y)
     if x.dtype == np.bool_:
-        return P.PRIMITIVES["or"](x, y)
+        return P.or_p(x, y)
     return P.add_p(x, y)
 
 
@@ -113,7 +105,7 @@ def subtract(x: ArrayLike, y: ArrayLike) -> Any:
 def multiply(x: ArrayLike, y: ArrayLike) -> Any:
     x, y = promote(x, y)
     if x.dtype == np.bool_:
-        return P.PRIMITIVES["and"](x, y)
+        return P.and_p(x, y)
     return P.mul_p(x, y)
 
 
@@ -129,7 +121,7 @@ def floor_divide(x: ArrayLike, y: ArrayLike) -> Any:
     x, y = promote(x, y)
     if x.dtype.kind in "iu":
         return P.floor_divide_int_p(x, y)
-    return floor(P.div_p(x, y))
+    return P.floor_p(P.div_p(x, y))
 
 
 def remainder(x: ArrayLike, y: ArrayLike) -> Any:
@@ -156,7 +148,7 @@ def power(x: ArrayLike, y: ArrayLike) -> Any:
             x = asarray(x, np.int32)
         if int(y) < 0 and x.dtype.kind in "iu":
             raise ValueError("integers to negative integer powers are not allowed")
-        return _integer_pow(x, int(y))
+        return P.integer_pow(x, int(y))
     x, y = promote(x, y)
     return P.pow_p(x, y)
 
@@ -210,23 +202,23 @@ def where(condition: ArrayLike, x: ArrayLike | None = None, y: ArrayLike | None 
 def logaddexp(x: ArrayLike, y: ArrayLike) -> Any:
     """log(exp(x) + exp(y)) without overflow; derivative exp(x - result) (0.5 at ties)."""
     x, y = promote_float(x, y)
-    from engine.numpy.reductions import _finite_shift
-
-    shift = _finite_shift(maximum(x, y))
-    return shift + log(exp(x - shift) + exp(y - shift))
+    shift = finite_shift(maximum(x, y))
+    return shift + P.log_p(P.exp_p(x - shift) + P.exp_p(y - shift))
 
 
 def exp2(x: ArrayLike) -> Any:
     (x,) = promote_float(x)
-    return exp(x * math.log(2.0))
+    return P.exp_p(x * math.log(2.0))
 
 
 def log2(x: ArrayLike) -> Any:
-    return log(x) / math.log(2.0)
+    (x,) = promote_float(x)
+    return P.log_p(x) / math.log(2.0)
 
 
 def log10(x: ArrayLike) -> Any:
-    return log(x) / math.log(10.0)
+    (x,) = promote_float(x)
+    return P.log_p(x) / math.log(10.0)
 
 
 def isnan(x: ArrayLike) -> Any:
@@ -242,9 +234,7 @@ def isinf(x: ArrayLike) -> Any:
     return logical_and(logical_not(isfinite(x)), logical_not(isnan(x)))
 
 
-def _compare(name: str):
-    prim = P.PRIMITIVES[name]
-
+def _compare(prim: P.Primitive):
     def fn(x: ArrayLike, y: ArrayLike) -> Any:
         x, y = promote(x, y)
         return prim(x, y)
@@ -252,17 +242,15 @@ def _compare(name: str):
     return fn
 
 
-equal = _compare("eq")
-not_equal = _compare("ne")
-less = _compare("lt")
-less_equal = _compare("le")
-greater = _compare("gt")
-greater_equal = _compare("ge")
+equal = _compare(P.eq_p)
+not_equal = _compare(P.ne_p)
+less = _compare(P.lt_p)
+less_equal = _compare(P.le_p)
+greater = _compare(P.gt_p)
+greater_equal = _compare(P.ge_p)
 
 
-def _logical(name: str):
-    prim = P.PRIMITIVES[name]
-
+def _logical(prim: P.Primitive):
     def fn(x: ArrayLike, y: ArrayLike) -> Any:
         return prim(_as_bool(x), _as_bool(y))
 
@@ -274,9 +262,9 @@ def _as_bool(x: ArrayLike) -> Any:
     return x if x.dtype == np.bool_ else x != np.zeros((), x.dtype)
 
 
-logical_and = _logical("and")
-logical_or = _logical("or")
-logical_xor = _logical("xor")
+logical_and = _logical(P.and_p)
+logical_or = _logical(P.or_p)
+logical_xor = _logical(P.xor_p)
 
 
 def logical_not(x: ArrayLike) -> Any:
@@ -285,6 +273,9 @@ def logical_not(x: ArrayLike) -> Any:
 
 def stop_gradient(x: ArrayLike) -> Any:
     """The value of x, treated as a constant by every derivative."""
-    from engine.tree_util import tree_map
-
     return tree_map(lambda leaf: P.stop_gradient_p(asarray(leaf)), x)
+
+
+def finite_shift(m: Any) -> Any:
+    """A constant shift for log-sum-exp: the max where finite, else 0; never differentiated."""
+    return stop_gradient(where(isfinite(m), m, np.zeros((), m.dtype)))

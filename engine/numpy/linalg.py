@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from engine import primitives as P
+from engine.numpy import elementwise as E
+from engine.numpy import reductions as R
 from engine.numpy._base import ArrayLike, promote_float
+from engine.numpy.shapes import expand_dims, squeeze
 
 
 def _float_matrix(a: ArrayLike) -> Any:
@@ -15,8 +20,6 @@ def _float_matrix(a: ArrayLike) -> Any:
 
 def solve(a: ArrayLike, b: ArrayLike) -> Any:
     """Solve a @ x = b for x; b may be a vector or a (batch of) matrix."""
-    from engine.numpy.shapes import expand_dims, squeeze
-
     x, y = promote_float(a, b)
     if y.ndim == x.ndim - 1:  # a vector right-hand side (per batch)
         return squeeze(P.solve_p(x, expand_dims(y, -1)), -1)
@@ -47,15 +50,10 @@ def cholesky(a: ArrayLike) -> Any:
 
 def norm(x: ArrayLike, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A002
     """Vector norms (ord None/2, 1, inf, -inf, p) and matrix norms ('fro', 1, inf, 'nuc' excluded)."""
-    import numpy as np
-
-    from engine.numpy.elementwise import abs, power, sqrt
-    from engine.numpy.reductions import max, min, sum
-
     v = _float_matrix(x)
     if axis is None:
         if ord is None or (ord in ("fro", "f") and v.ndim == 2):
-            return sqrt(sum(v * v, keepdims=keepdims))
+            return E.sqrt(R.sum(v * v, keepdims=keepdims))
         if v.ndim == 1:
             axis = 0
         elif v.ndim == 2:
@@ -65,31 +63,29 @@ def norm(x: ArrayLike, ord: Any = None, axis: Any = None, keepdims: bool = False
     axes = axis if isinstance(axis, tuple) else (axis,)
     if len(axes) == 1:
         if ord is None or ord == 2:
-            return sqrt(sum(v * v, axis=axes, keepdims=keepdims))
+            return E.sqrt(R.sum(v * v, axis=axes, keepdims=keepdims))
         if ord == np.inf:
-            return max(abs(v), axis=axes, keepdims=keepdims)
+            return R.max(E.abs(v), axis=axes, keepdims=keepdims)
         if ord == -np.inf:
-            return min(abs(v), axis=axes, keepdims=keepdims)
+            return R.min(E.abs(v), axis=axes, keepdims=keepdims)
         if ord == 1:
-            return sum(abs(v), axis=axes, keepdims=keepdims)
+            return R.sum(E.abs(v), axis=axes, keepdims=keepdims)
         if ord == 0:
-            return sum((v != 0).astype(v.dtype), axis=axes, keepdims=keepdims)
-        return power(sum(power(abs(v), ord), axis=axes, keepdims=keepdims), 1.0 / ord)
+            return R.sum((v != 0).astype(v.dtype), axis=axes, keepdims=keepdims)
+        return E.power(R.sum(E.power(E.abs(v), ord), axis=axes, keepdims=keepdims), 1.0 / ord)
     if len(axes) == 2:
         r, c = axes
         if ord is None or ord in ("fro", "f"):
-            return sqrt(sum(v * v, axis=axes, keepdims=keepdims))
+            return E.sqrt(R.sum(v * v, axis=axes, keepdims=keepdims))
         if ord == 1:
-            col = sum(abs(v), axis=r, keepdims=True)
-            out = max(col, axis=c, keepdims=True)
+            col = R.sum(E.abs(v), axis=r, keepdims=True)
+            out = R.max(col, axis=c, keepdims=True)
         elif ord == np.inf:
-            row = sum(abs(v), axis=c, keepdims=True)
-            out = max(row, axis=r, keepdims=True)
+            row = R.sum(E.abs(v), axis=c, keepdims=True)
+            out = R.max(row, axis=r, keepdims=True)
         else:
             raise NotImplementedError(f"matrix norm of order {ord!r} is not supported")
         if keepdims:
             return out
-        from engine.numpy.shapes import squeeze
-
         return squeeze(out, axis=axes)
     raise ValueError(f"norm over {len(axes)} axes is undefined")

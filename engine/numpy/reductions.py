@@ -10,26 +10,18 @@ import numpy as np
 from engine import dtypes
 from engine import primitives as P
 from engine.numpy._base import ArrayLike, asarray, convert, normalize_axis
+from engine.numpy.elementwise import _as_bool, finite_shift, maximum, minimum, sqrt
+from engine.numpy.shapes import ravel, reshape
 
 
 def _keep(result: Any, x_shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Any:
     if not keepdims:
         return result
-    from engine.numpy.shapes import reshape
-
     return reshape(result, tuple(1 if i in axes else n for i, n in enumerate(x_shape)))
-
-
-def _reduce_sum(x: Any, axes: tuple[int, ...]) -> Any:
-    return P.reduce_sum_p(x, axes=tuple(axes)) if axes else x
 
 
 def _reduce_prod(x: Any, axes: tuple[int, ...]) -> Any:
     return P.reduce_prod_p(x, axes=tuple(axes)) if axes else x
-
-
-def _cumsum(x: Any, axis: int, reverse: bool) -> Any:
-    return P.cumsum_p(x, axis=axis, reverse=reverse)
 
 
 def _accumulator_dtype(x: Any, dtype: Any) -> np.dtype:
@@ -44,7 +36,7 @@ def sum(a: ArrayLike, axis: Any = None, dtype: Any = None, keepdims: bool = Fals
     x = asarray(a)
     axes = normalize_axis(axis, x.ndim, "sum")
     x = convert(x, _accumulator_dtype(x, dtype))
-    return _keep(_reduce_sum(x, axes), a_shape(x), axes, keepdims)
+    return _keep(P.reduce_sum(x, axes), a_shape(x), axes, keepdims)
 
 
 def a_shape(x: Any) -> tuple[int, ...]:
@@ -85,8 +77,6 @@ def var(a: ArrayLike, axis: Any = None, dtype: Any = None, ddof: int = 0, keepdi
 
 
 def std(a: ArrayLike, axis: Any = None, dtype: Any = None, ddof: int = 0, keepdims: bool = False) -> Any:
-    from engine.numpy.elementwise import sqrt
-
     return sqrt(var(a, axis=axis, dtype=dtype, ddof=ddof, keepdims=keepdims))
 
 
@@ -98,8 +88,6 @@ def _minmax(prim: P.Primitive, name: str):
             raise ValueError(f"`{name}` of an empty array has no identity; pass `initial=`")
         result = prim(x, axes=axes) if axes else x
         if initial is not None:
-            from engine.numpy.elementwise import maximum, minimum
-
             result = (maximum if name == "max" else minimum)(result, initial)
         return _keep(result, x.shape, axes, keepdims)
 
@@ -115,8 +103,6 @@ amin = min
 
 def _bool_reduce(prim: P.Primitive, name: str):
     def fn(a: ArrayLike, axis: Any = None, keepdims: bool = False) -> Any:
-        from engine.numpy.elementwise import _as_bool
-
         x = _as_bool(a)
         axes = normalize_axis(axis, x.ndim, name)
         return _keep(prim(x, axes=axes) if axes else x, x.shape, axes, keepdims)
@@ -131,8 +117,6 @@ any = _bool_reduce(P.reduce_or_p, "any")  # noqa: A001
 
 def _arg(prim: P.Primitive, name: str):
     def fn(a: ArrayLike, axis: int | None = None, keepdims: bool = False) -> Any:
-        from engine.numpy.shapes import ravel, reshape
-
         x = asarray(a)
         if axis is None:
             out = prim(ravel(x), axis=0)
@@ -149,39 +133,26 @@ argmin = _arg(P.argmin_p, "argmin")
 
 
 def cumsum(a: ArrayLike, axis: int | None = None, dtype: Any = None) -> Any:
-    from engine.numpy.shapes import ravel
-
     x = asarray(a)
     if axis is None:
         x, axis = ravel(x), 0
     (ax,) = normalize_axis(axis, x.ndim, "cumsum")
-    return _cumsum(convert(x, _accumulator_dtype(x, dtype)), ax, False)
-
-
-def _finite_shift(m: Any) -> Any:
-    """A constant shift for log-sum-exp: the max where finite, else 0; never differentiated."""
-    from engine.numpy.elementwise import isfinite, stop_gradient, where
-
-    return stop_gradient(where(isfinite(m), m, np.zeros((), m.dtype)))
+    return P.cumsum_p(convert(x, _accumulator_dtype(x, dtype)), axis=ax, reverse=False)
 
 
 def logsumexp(a: ArrayLike, axis: Any = None, keepdims: bool = False, b: ArrayLike | None = None) -> Any:
     """log(sum(exp(a))) over axis without overflow; its gradient is softmax(a)."""
-    from engine.numpy.elementwise import exp, log
-
     x = asarray(a)
     if x.dtype.kind not in "fc":
         x = convert(x, dtypes.default_float())
     axes = normalize_axis(axis, x.ndim, "logsumexp")
-    shift = _finite_shift(max(x, axis=axes, keepdims=True)) if axes else _finite_shift(x)
-    terms = exp(x - shift)
+    shift = finite_shift(max(x, axis=axes, keepdims=True)) if axes else finite_shift(x)
+    terms = P.exp_p(x - shift)
     if b is not None:
         terms = terms * b
-    out = log(sum(terms, axis=axes, keepdims=True)) + shift
+    out = P.log_p(sum(terms, axis=axes, keepdims=True)) + shift
     return out if keepdims else _keep_off(out, axes)
 
 
 def _keep_off(x: Any, axes: tuple[int, ...]) -> Any:
-    from engine.numpy.shapes import reshape
-
     return reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in axes))

@@ -9,8 +9,8 @@ import numpy as np
 
 from engine import primitives as P
 from engine.errors import ShapeError
-from engine.numpy._base import ArrayLike, asarray, normalize_axis, promote
-from engine.numpy.indexing import indexed_shape, normalize_index
+from engine.indexing import indexed_shape, normalize_index
+from engine.numpy._base import ArrayLike, asarray, convert, normalize_axis, promote
 
 
 def reshape(a: ArrayLike, newshape: Any = None, *, shape: Any = None, order: str = "C") -> Any:
@@ -28,9 +28,7 @@ def reshape(a: ArrayLike, newshape: Any = None, *, shape: Any = None, order: str
         if known == 0 or x.size % known:
             raise ShapeError(f"cannot reshape an array of shape {x.shape} into {target}")
         target = tuple(x.size // known if n == -1 else n for n in target)
-    if target == tuple(x.shape):
-        return x
-    return P.reshape_p(x, shape=target)
+    return P.reshape(x, target)
 
 
 def ravel(a: ArrayLike) -> Any:
@@ -92,9 +90,7 @@ def squeeze(a: ArrayLike, axis: int | Sequence[int] | None = None) -> Any:
 def broadcast_to(a: ArrayLike, shape: Sequence[int]) -> Any:
     x = asarray(a)
     shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
-    if tuple(x.shape) == shape:
-        return x
-    return P.broadcast_p(x, shape=shape)
+    return P.broadcast_to(x, shape)
 
 
 def broadcast_arrays(*args: ArrayLike) -> list[Any]:
@@ -130,12 +126,7 @@ def stack(arrays: Sequence[ArrayLike], axis: int = 0) -> Any:
     xs = promote(*arrays)
     if not xs:
         raise ValueError("need at least one array to stack")
-    shapes = {tuple(x.shape) for x in xs}
-    if len(shapes) > 1:
-        raise ShapeError(f"all arrays passed to stack must have the same shape, got {sorted(shapes)}")
-    ndim = xs[0].ndim + 1
-    ax = int(axis) % ndim
-    return concatenate([expand_dims(x, ax) for x in xs], axis=ax)
+    return P.stack(xs, axis)
 
 
 def hstack(arrays: Sequence[ArrayLike]) -> Any:
@@ -232,8 +223,6 @@ def index_update(x: Any, idx: Any, values: ArrayLike, mode: str) -> Any:
     arrays = [asarray(a) for a in arrays]
     y = asarray(values)
     if y.dtype != x.dtype:
-        from engine.numpy._base import convert
-
         y = convert(y, x.dtype)
     target = indexed_shape(tuple(x.shape), index, [tuple(a.shape) for a in arrays])
     extra = y.ndim - len(target)

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.core import Tracer
+from engine.array import Array
+from engine.core import Tracer, concrete_value
 from engine.errors import ConcretizationError, ShapeError
 
 
@@ -26,8 +27,6 @@ def _as_int(x: Any) -> int | None:
 
 def normalize_index(shape: tuple[int, ...], idx: Any) -> tuple[tuple, list[Any]]:
     """Split a user index into its static description and its integer index arrays."""
-    from engine.array import Array
-
     if not isinstance(idx, tuple):
         idx = (idx,)
     items: list[tuple] = []
@@ -117,8 +116,6 @@ def _check_bounds(value: np.ndarray, n: int, dim: int) -> None:
 
 def _index_ndim(item: Any) -> int:
     """How many dimensions of the indexed array an index item consumes."""
-    from engine.array import Array
-
     if isinstance(item, (Tracer, Array, np.ndarray)) and getattr(item, "dtype", None) == np.bool_:
         return item.ndim
     if isinstance(item, list):
@@ -174,8 +171,6 @@ def indexed_shape(shape: tuple[int, ...], index: tuple, array_shapes: list[tuple
 def selects_repeatedly(shape: tuple[int, ...], index: tuple, arrays: list[Any]) -> bool | None:
     """Whether x[index] selects some element of x more than once (None: an index array's values
     are unknown, as while tracing abstractly). Only integer index arrays can repeat an element."""
-    from engine.core import concrete_value
-
     dims, sizes, d = [], [], 0
     consumed = sum(1 for it in index if it[0] in ("int", "slice", "array"))
     for item in index:
@@ -197,3 +192,37 @@ def selects_repeatedly(shape: tuple[int, ...], index: tuple, arrays: list[Any]) 
     # mode="wrap" maps negative indices (-n..-1) as NumPy does; out-of-range ones failed earlier.
     flat = np.ravel_multi_index(tuple(b.ravel() for b in broadcast), tuple(sizes), mode="wrap")
     return len(np.unique(flat)) < flat.size
+
+
+def index_to_numpy(index: tuple, arrays: tuple[np.ndarray, ...]) -> tuple:
+    """A static index description as a NumPy index (the k-th array item is arrays[k])."""
+    out = []
+    for item in index:
+        kind = item[0]
+        if kind == "int":
+            out.append(item[1])
+        elif kind == "slice":
+            out.append(slice(item[1], item[2], item[3]))
+        elif kind == "none":
+            out.append(None)
+        elif kind == "ellipsis":
+            out.append(Ellipsis)
+        else:  # ("array", k): the k-th dynamic index operand
+            out.append(arrays[item[1]])
+    return tuple(out)
+
+
+def index_dims(index: tuple, shape: tuple[int, ...]) -> list[int]:
+    """The size of the dimension each index item applies to (0 for items that consume none)."""
+    dims, d = [], 0
+    consumed = sum(1 for it in index if it[0] in ("int", "slice", "array"))
+    for item in index:
+        if item[0] == "ellipsis":
+            dims.append(0)
+            d += len(shape) - consumed
+        elif item[0] == "none":
+            dims.append(0)
+        else:
+            dims.append(shape[d] if d < len(shape) else 0)
+            d += 1
+    return dims

@@ -1,0 +1,96 @@
+"""array_codec: the one JSON form of an array, shared by the engine's graph documents, the
+service's bodies and the client (which must not depend on the engine).
+
+An array is nested lists of numbers with NaN and the infinities spelled "NaN", "Infinity",
+"-Infinity", or a base64 leaf of its little-endian bytes. Round trips are exact; malformed data
+raises the codec's own errors, which each caller turns into its own with a location.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pytest
+
+from array_codec import (
+    DTYPES,
+    LENIENT_SPECIAL_FLOATS,
+    SPECIAL_FLOATS,
+    ByteCountMismatch,
+    InvalidBase64,
+    NestedTooDeep,
+    UnknownSpecialFloat,
+    base64_leaf,
+    encode_array,
+    from_base64,
+    nested_numbers,
+    replace_special_floats,
+    special_name,
+)
+from client import _wire
+from engine import serialize
+from service import json_trees
+
+SPECIAL = np.array([[1.5, np.nan, -np.inf], [np.inf, -0.0, 2.0**-1074]])
+
+
+def test_nested_numbers_round_trip_through_strict_json() -> None:
+    text = json.dumps(nested_numbers(SPECIAL), allow_nan=False)  # strict JSON: no NaN tokens
+    assert json.loads(text) == [[1.5, "NaN", "-Infinity"], ["Infinity", -0.0, 5e-324]]
+    back = np.asarray(replace_special_floats(json.loads(text)))
+    np.testing.assert_array_equal(back, SPECIAL)
+    assert nested_numbers(np.float32(0.25)) == 0.25 and nested_numbers(np.array([True])) == [True]
+    assert [special_name(v) for v in (np.nan, np.inf, -np.inf)] == list(SPECIAL_FLOATS)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_base64_leaves_round_trip_every_dtype_bit_for_bit(dtype: str) -> None:
+    rng = np.random.default_rng(0)
+    value = (rng.uniform(-100, 100, (2, 3)) if np.dtype(dtype).kind != "b" else rng.uniform(-1, 1, (2, 3)) > 0)
+    value = value.astype(dtype)
+    leaf = base64_leaf(value)
+    assert set(leaf) == {"$array"} and leaf["$array"]["dtype"] == dtype and leaf["$array"]["shape"] == [2, 3]
+    back = from_base64(leaf["$array"]["data"], leaf["$array"]["shape"], leaf["$array"]["dtype"])
+    assert back.dtype == value.dtype
+    np.testing.assert_array_equal(back, value)
+    # the bytes are little-endian whatever the array's own byte order
+    swapped = value.astype(value.dtype.newbyteorder(">"))
+    assert base64_leaf(swapped) == leaf or value.dtype.itemsize == 1
+
+
+def test_malformed_data_raises_the_codecs_errors() -> None:
+    with pytest.raises(InvalidBase64):
+        from_base64("not base64!", [1], "float32")
+    with pytest.raises(InvalidBase64):
+        from_base64(12, [1], "float32")
+    with pytest.raises(ByteCountMismatch) as info:
+        from_base64(base64_leaf(np.zeros(2, np.float32))["$array"]["data"], [3], "float32")
+    assert (info.value.actual, info.value.expected) == (8, 12)
+    with pytest.raises(UnknownSpecialFloat) as unknown:
+        replace_special_floats([1.0, "nan"])
+    assert unknown.value.value == "nan"
+    assert np.isnan(replace_special_floats([1.0, "nan"], LENIENT_SPECIAL_FLOATS)[1])
+    with pytest.raises(NestedTooDeep) as deep:
+        replace_special_floats([[[1.0]]], max_depth=2)
+    assert deep.value.depth == 3
+    for error in (InvalidBase64, ByteCountMismatch, UnknownSpecialFloat, NestedTooDeep):
+        assert issubclass(error, ValueError)
+
+
+def test_engine_service_and_client_write_and_read_the_same_forms() -> None:
+    ints = np.arange(6, dtype=np.int16).reshape(2, 3)
+    assert serialize.encode_array is encode_array
+    # the service's streaming writer produces exactly the codec's forms
+    assert json.loads(json_trees.dumps({"a": SPECIAL, "b": ints})) == {"a": nested_numbers(SPECIAL),
+                                                                       "b": nested_numbers(ints)}
+    assert orjson.loads(json_trees.dumps(ints, "base64")) == base64_leaf(ints)
+    # the client sends small float arrays as nested numbers, integers as base64 leaves
+    assert _wire.encode_leaf(SPECIAL) == nested_numbers(SPECIAL)
+    assert _wire.encode_leaf(ints) == base64_leaf(ints)
+    for form in (nested_numbers(SPECIAL), base64_leaf(SPECIAL)):
+        np.testing.assert_array_equal(_wire.decode_leaf(form), SPECIAL)
+    # and the engine reads both in a graph document's constants
+    for form in ({"dtype": "float64", "shape": [2, 3], "data": nested_numbers(SPECIAL)}, base64_leaf(SPECIAL)):
+        np.testing.assert_array_equal(serialize.decode_array(form, "constants.c"), SPECIAL)
