@@ -250,6 +250,16 @@ print(f"kubernetes: {len(docs)} objects, probes /livez and /readyz, keys and dat
 EOF
 passed "Kubernetes manifests validate and have probes, resources, Secrets, an HPA"
 
+step "KServe manifests deploy/k8s/kserve/*.yaml (structure; the runtime's containers, strict, offline)"
+# kubernetes-validate has no schemas for KServe's custom resources (it only warns), so the pair's
+# structure is checked by kserve_check.py, and the runtime's containers are validated as a Pod.
+kserve_files=(deploy/k8s/kserve/*.yaml)
+"$work/tools/bin/python" deploy/ci/kserve_check.py "${kserve_files[@]}" --secrets deploy/k8s/secret.example.yaml \
+    --pod-out "$work/kserve-runtime-pod.yaml" || fail "the KServe manifests do not have the structure KServe needs"
+"$work/tools/bin/kubernetes-validate" --strict "$work/kserve-runtime-pod.yaml" \
+    || fail "the KServe ServingRuntime's containers do not validate"
+passed "KServe ServingRuntime and InferenceService: v2, probes on /v2/health, containers validate"
+
 # ---------------------------------------------------------------- container tools
 step "install buildah, podman, debootstrap, runc (Debian packages)"
 need=(buildah podman debootstrap runc)
