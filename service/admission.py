@@ -136,10 +136,12 @@ def nbytes(shape: Sequence[int], dtype: np.dtype) -> int:
 
 
 def predicted_result(transform: str, out_shapes: Sequence[Sequence[int]], in_shapes: Sequence[Sequence[int]],
-                     diff_shapes: Sequence[Sequence[int]]) -> list[list[int]]:
+                     diff_shapes: Sequence[Sequence[int]], batch: int | None = None) -> list[list[int]]:
     """Shapes of the arrays a transform returns, from the function's output shapes, all input
-    shapes and the shapes of the inputs it differentiates with respect to."""
+    shapes and the shapes of the inputs it differentiates with respect to; `batch` is the number
+    of tangents or cotangents of a batched jvp, vjp or hvp (each product gains that leading axis)."""
     outs, ins, diffs = [list(s) for s in out_shapes], [list(s) for s in in_shapes], [list(s) for s in diff_shapes]
+    rows = [batch] if batch is not None else []
     if transform == "value":
         return outs
     if transform == "grad":
@@ -147,9 +149,11 @@ def predicted_result(transform: str, out_shapes: Sequence[Sequence[int]], in_sha
     if transform == "value_and_grad":
         return outs + diffs
     if transform == "jvp":
-        return outs + outs
+        return outs + [rows + o for o in outs]
     if transform == "vjp":
-        return outs + ins
+        return outs + [rows + i for i in ins]
+    if transform == "hvp":  # value, gradient, product
+        return outs + diffs + [rows + d for d in diffs]
     if transform == "jacobian":
         return [o + d for o in outs for d in diffs]
     if transform == "hessian":

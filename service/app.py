@@ -27,7 +27,7 @@ from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import __version__
+from service import __version__, oip, playground, umbridge
 from service import responses as R
 from service import schemas as S
 from service.builtin_models import BUILTIN_MODELS
@@ -69,8 +69,11 @@ class RequestContextMiddleware:
     """Request ids, body limits (size and time), access logs, request metrics and the JSON 500
     (pure ASGI: cheap, and it sees every request, matched or not)."""
 
-    def __init__(self, app: Any, settings: Settings, pipeline: Pipeline) -> None:
+    def __init__(self, app: Any, settings: Settings, pipeline: Pipeline,
+                 error_forms: dict[str, Callable[[Reply], Reply]] | None = None) -> None:
         self.app = app
+        # path prefix -> the error body of the protocol served there (OIP's differs from /v1's)
+        self.error_forms = error_forms or {}
         self.max_body = settings.max_body_bytes
         self.body_timeout_s = settings.body_timeout_s
         self.pipeline = pipeline
@@ -106,6 +109,9 @@ class RequestContextMiddleware:
                     # the rest of the body is not read: parsing megabytes only to discard them
                     # would run on the event loop
                     reply.headers["Connection"] = "close"
+                for prefix, form in self.error_forms.items():
+                    if scope["path"].startswith(prefix):
+                        reply = form(reply)
                 await _send_reply(send_with_id, reply)
         ms = elapsed_ms(start)
         route = getattr(scope.get("route"), "path", None)
@@ -177,7 +183,7 @@ class Lanes:
     async def reply(self, call: Call) -> Reply:
         """The pipeline's answer to a call, once a slot of its lane is free (every protocol
         adapter goes through here, so all share one queue and one set of limits)."""
-        heavy = call.operation in ("compute", "shapes", "register")
+        heavy = call.operation in ("compute", "shapes", "register", "graph")
         limiter = self.compute if heavy else self.registry
         if heavy and limiter.statistics().tasks_waiting >= self.queue:
             return self.pipeline.error_reply(self._overloaded("the admission queue is full"), call.request_id)
@@ -255,7 +261,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.workers = workers
     app.router.redirect_slashes = False  # /v1/grad/ is a JSON 404, not an empty 307
     lanes = Lanes(settings, pipeline, workers)
-    app.add_middleware(RequestContextMiddleware, settings=settings, pipeline=pipeline)
+    app.add_middleware(RequestContextMiddleware, settings=settings, pipeline=pipeline,
+                       error_forms={oip.PREFIX + "/": oip.in_oip_form})
     S.install_openapi(app, keyed=bool(settings.api_key_set or settings.admin_key_set))
 
     def request_id(request: Request) -> str:
@@ -400,6 +407,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                 operation_id="delete_model_version", openapi_extra=S.returns(R.Deleted))
     async def delete_model_version(name: str, version: int, request: Request) -> Response:
         return await lanes.run(call(request, "delete_model", model=name, version=version))
+
+    # ------------------------------------------------------------------ other protocols
+    # (adapters over the same lanes and pipeline; each module adds its routes here)
+    oip.install(app, lanes, pipeline, require_key)  # Open Inference Protocol v2 (KServe, Triton): /v2
+    umbridge.install(app, lanes, pipeline, require_key)  # UM-Bridge 1.0: /umbridge
+    playground.install(app, lanes, call, json_body, require_key)  # GET /playground and POST /v1/graph
 
     # ------------------------------------------------------------------ health
 

@@ -23,13 +23,13 @@ from engine.core import Graph, element_budget
 from engine.plan import compile_plan
 from engine.test_util import check_gradients
 from engine.tree_util import tree_flatten, tree_leaves, tree_map, tree_structure, tree_unflatten
-from service import admission
+from service import admission, batch_axes, vector_products
 from service.admission import Budget
 from service.errors import InvalidArgument, InvalidRequest, LimitExceededError
 from service.functions import Function
 from service.model_schema import notation
 
-TRANSFORMS = ("value", "grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "check_grads")
+TRANSFORMS = ("value", "grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "check_grads")
 
 
 @dataclass
@@ -40,9 +40,12 @@ class Options:
     order: int = 1
     mode: str = "rev"
     check: dict[str, Any] | None = None
+    batched: bool = False  # tangents or cotangents sent as a batch (service.vector_products)
+    in_axes: list[Any] | None = None  # computed per example over a batch (service.batch_axes)
 
     def key(self) -> tuple:
-        return (self.transform, self.argnums, self.has_aux, self.order, self.mode)
+        return (self.transform, self.argnums, self.has_aux, self.order, self.mode, self.batched,
+                batch_axes.key(self.in_axes))
 
     @classmethod
     def from_request(cls, transform: str, request: Any, max_order: int) -> Options:
@@ -53,6 +56,8 @@ class Options:
         opts.has_aux = getattr(request, "has_aux", False)
         opts.mode = getattr(request, "mode", "rev")
         opts.order = getattr(request, "order", 1)
+        opts.batched = vector_products.is_batched(transform, request)
+        opts.in_axes = getattr(request, "in_axes", None)
         check = getattr(request, "check", None)
         if check is not None:
             opts.check = {"order": check.order, "modes": tuple(check.modes), "eps": check.eps,
@@ -116,6 +121,12 @@ def transformed(fn: Callable[..., Any], opts: Options, nargs: int) -> Callable[.
                 return {"value": value, "grad": grads, "aux": aux}
             return {"value": value, "grad": grads}
         return run_vg
+    if t == "hvp":
+        return vector_products.hvp(fn, opts.argnums, opts.has_aux, nargs, opts.batched)
+    if t == "jvp" and opts.batched:
+        return vector_products.jvp(fn, opts.has_aux, nargs)
+    if t == "vjp" and opts.batched:
+        return vector_products.vjp(fn, opts.has_aux, nargs)
     if t == "jvp":
         def run_jvp(*flat: Any) -> Any:
             args, tangents = flat[:nargs], flat[nargs:]
@@ -236,6 +247,7 @@ class Outcome:
     result: dict[str, Any]
     graph_nodes: int | None
     cache_hit: bool
+    examples: int | None = None  # the batch size, with in_axes
 
 
 def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *, plans: PlanCache,
@@ -249,17 +261,26 @@ def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *,
         raise InvalidRequest(
             f"the function takes {len(function.params)} argument(s) {function.params}, got {nargs}",
             {"expected": function.params, "got": nargs})
-    if opts.transform in ("grad", "value_and_grad", "jacobian", "hessian"):
+    if opts.transform in ("grad", "value_and_grad", "jacobian", "hessian", "hvp"):
         check_argnums(opts, nargs)
     if opts.transform == "check_grads":
         return _check(function, opts, args, budget.max_array_elements)
+    examples = None  # the batch size, with in_axes
+    if opts.in_axes is not None:
+        examples = batch_axes.check(function.params, opts.in_axes, args, opts.batched)
+        if opts.transform == "vjp":
+            extra = [batch_axes.batched_cotangent(function, batch_axes.examples(opts.in_axes, args), extra[0],
+                                                  examples, opts.has_aux)]
     inputs = [tree_map(_to_array, a) for a in args + extra]
     leaves, in_tree = tree_flatten(tuple(inputs))
     key = (function.key, opts.key(), in_tree, _signature(leaves))
     plan = plans.get(key)
     hit = plan is not None
     if plan is None:
-        _predict(function, opts, inputs[:nargs], budget, encoding)
+        if examples is None:
+            _predict(function, opts, inputs[:nargs], budget, encoding, inputs[nargs:])
+        else:  # the function's shapes are one example's; every result gains the batch axis
+            _predict(function, opts, batch_axes.examples(opts.in_axes, args), budget, encoding, examples=examples)
         plan = _build(function, opts, inputs, nargs, budget)
     input_bytes = sum(x._value.nbytes for x in leaves)
     result_bytes = sum(admission.nbytes(shape, dtype) for shape, dtype in plan.results)
@@ -269,17 +290,22 @@ def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *,
         plans.put(key, plan)
     outs = [Array(o) for o in plan.run([x._value for x in leaves])]
     result = tree_unflatten(plan.out_tree, outs)
-    return Outcome(result_structure(result, opts), plan.graph.num_nodes, hit)
+    return Outcome(result_structure(result, opts), plan.graph.num_nodes, hit, examples)
 
 
-def _predict(function: Function, opts: Options, args: list[Any], budget: Budget, encoding: str) -> None:
+def _predict(function: Function, opts: Options, args: list[Any], budget: Budget, encoding: str,
+             extra: list[Any] | None = None, examples: int | None = None) -> None:
     """Refuse a transform whose result would be over budget, knowing only the function's output
     shapes (one abstract trace of the function, not of its derivative)."""
-    with element_budget(budget.max_array_elements):
-        graph = engine.make_graph(function.fn)(*args)
     # Each order of differentiation multiplies a graph by about 4 before the optimiser shrinks it:
     # a 4th derivative of a 5,000-node function would be traced in over a million operations.
-    order = {"grad": opts.order, "hessian": 2, "value": 0}.get(opts.transform, 1)
+    order = {"grad": opts.order, "hessian": 2, "hvp": 2, "value": 0}.get(opts.transform, 1)
+    if function.root is not None:  # a derived function ({"jvp": ...}): tracing it differentiates its root
+        with element_budget(budget.max_array_elements):
+            root = engine.make_graph(function.root.fn)(*args[:len(function.root.params)])
+        admission.check_plan(len(root.eqns) * 4**(order + function.depth), budget, before_optimising=True)
+    with element_budget(budget.max_array_elements):
+        graph = engine.make_graph(function.fn)(*args)
     admission.check_plan(len(graph.eqns) * 4**order, budget, before_optimising=True)
     outs = [tuple(v.aval.shape) for v in graph.outvars]
     if opts.has_aux and outs:
@@ -287,7 +313,11 @@ def _predict(function: Function, opts: Options, args: list[Any], budget: Budget,
     in_leaves = [tuple(np.shape(x)) for x in tree_leaves(args)]
     chosen = _argnums_tuple(opts.argnums)
     diff = [tuple(np.shape(x)) for i in chosen if -len(args) <= i < len(args) for x in tree_leaves(args[i])]
-    shapes = admission.predicted_result(opts.transform, outs, in_leaves, diff)
+    batch = (vector_products.batch_size(opts.transform, extra or [], vector_products.main_output_count(
+        graph.out_tree, opts.has_aux)) if opts.batched else None)
+    shapes = admission.predicted_result(opts.transform, outs, in_leaves, diff, batch)
+    if examples is not None:
+        shapes = [[examples] + list(s) for s in shapes]
     for shape in shapes:
         admission.check_array(shape, f"the {opts.transform} result", budget)
     admission.check_response([(s, np.dtype("float64")) for s in shapes], encoding, budget)
@@ -295,7 +325,10 @@ def _predict(function: Function, opts: Options, args: list[Any], budget: Budget,
 
 def _build(function: Function, opts: Options, inputs: list[Any], nargs: int, budget: Budget) -> Plan:
     fn = transformed(function.fn, opts, nargs)
-    with element_budget(budget.max_array_elements):
+    if opts.in_axes is not None:  # one plan for the whole batch: vmap of the transformed function
+        fn = engine.vmap(fn, batch_axes.vmap_axes(opts.transform, opts.in_axes, nargs, len(inputs) - nargs,
+                                                  opts.argnums))
+    with element_budget(budget.max_array_elements), batch_axes.per_example_operations(budget):
         graph = engine.make_graph(fn)(*inputs)
     admission.check_plan(len(graph.eqns), budget, before_optimising=True)  # optimising costs in proportion
     optimised = engine.optimize(graph)

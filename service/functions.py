@@ -4,6 +4,12 @@
 JSON graph, and `{"model": name, "version": n}` looks a model up (built in, from the model
 repository, or registered). Every function has a content key, so compiled plans are cached per
 function, not per request.
+
+Derived functions wrap any of these (or each other): `{"jvp": f}` is the function
+(primals..., tangents...) -> the output's tangent, and `{"vjp": f}` is (primals..., cotangent) ->
+one cotangent per parameter. They are ordinary functions to every transform, so a transform of
+`{"vjp": {"jvp": f}}` is a derivative of f of any order: this is what lets an autodiff system on
+the client (client.jax, client.torch) differentiate through a call to the service.
 """
 
 from __future__ import annotations
@@ -19,17 +25,23 @@ from typing import Any
 
 import numpy as np
 
+import engine
 from engine.array import Array
+from engine.core import aval_of
 from engine.expr import Program
 from engine.limits import Limits
 from engine.serialize import GraphFunction
+from engine.tree_util import describe_mismatch, tree_flatten, tree_leaves, tree_structure, tree_unflatten
 from service.builtin_models import BUILTIN_MODELS
 from service.errors import (
+    InvalidArgument,
     InvalidFunction,
     InvalidRequest,
+    LimitExceededError,
     NotFound,
 )
 from service.json_trees import TreeBudget, decode_tree, encode_tree
+from service.model_schema import notation
 from service.store import ModelRecord, Registry
 
 
@@ -43,6 +55,9 @@ class Function:
     model: str | None = None
     version: int | None = None
     schema: dict[str, Any] | None = None  # parameter -> spec (service.model_schema); None: untyped
+    # A derived function ({"jvp": ...}, {"vjp": ...}) differentiates `root` `depth` times when traced.
+    root: Function | None = None
+    depth: int = 0
 
     def spec(self, param: str) -> Any:
         return (self.schema or {}).get(param)
@@ -91,6 +106,115 @@ def compile_spec(spec: Any, limits: Limits) -> tuple[Callable[..., Any], list[st
     raise InvalidFunction("a model reference cannot be registered as a model's function")
 
 
+# ----------------------------------------------------------------------------- derived functions
+
+DERIVED = ("jvp", "vjp")
+DEFAULT_DERIVED_DEPTH = 4  # NABLA_MAX_ORDER's default
+
+
+def unwrap_derived(spec: Any, max_depth: int) -> tuple[list[str], Any]:
+    """The jvp/vjp wrappers of a spec, outermost first ([] for a plain function), and the function
+    they wrap; refused past `max_depth` levels before anything is resolved: each level multiplies
+    the traced size."""
+    kinds: list[str] = []
+    while isinstance(spec, dict) and any(k in spec for k in DERIVED):
+        if len(spec) != 1:
+            raise InvalidFunction("a derived function has exactly one field, jvp or vjp, whose value is the "
+                                  "function it differentiates: {\"jvp\": {\"expr\": ..., \"params\": [...]}}",
+                                  {"keys": sorted(spec)})
+        kinds.append(next(iter(spec)))
+        spec = spec[kinds[-1]]
+    if len(kinds) > max_depth:
+        raise LimitExceededError(
+            f"the function nests {len(kinds)} jvp/vjp levels: a derivative of order {len(kinds)}, above the limit "
+            f"of {max_depth} (NABLA_MAX_ORDER); ask for a lower-order derivative",
+            {"limit": "NABLA_MAX_ORDER", "requested": len(kinds), "maximum": max_depth})
+    return kinds, spec
+
+
+def tangent_name(param: str, depth: int = 1) -> str:
+    """The name of a parameter's tangent in a derived function of this nesting depth: parentheses,
+    so no expression or graph parameter is spelled so, and the depth past 1, so the tangents of a
+    second level differ from the first's (jvp of jvp of f has tangent(x) and tangent2(x))."""
+    return f"tangent{depth if depth > 1 else ''}({param})"
+
+
+def cotangent_name(depth: int = 1) -> str:
+    return f"cotangent{depth if depth > 1 else ''}(output)"
+
+
+def derived(kind: str, inner: Function) -> Function:
+    """The jvp or vjp function of `inner` (see the module's docstring)."""
+    n = len(inner.params)
+    root = inner.root or inner
+    depth = inner.depth + 1
+    common = {"model": inner.model, "version": inner.version, "root": root, "depth": depth}
+    if kind == "jvp":
+        tangents = [tangent_name(p, depth) for p in inner.params]
+        schema = None
+        if inner.schema:  # a tangent is typed like its primal (named dimensions bound to the same sizes)
+            schema = {**inner.schema, **{t: inner.schema[p] for p, t in zip(inner.params, tangents)
+                                         if p in inner.schema}}
+
+        def jvp_fn(*flat: Any) -> Any:
+            _check_tangents(inner.params, tangents, flat[:n], flat[n:])
+            return engine.jvp(inner.fn, tuple(flat[:n]), tuple(flat[n:]))[1]
+
+        return Function(f"jvp({inner.key})", inner.params + tangents, jvp_fn,
+                        f"the JVP of {inner.description or inner.key}", schema=schema, **common)
+
+    cotangent = cotangent_name(depth)
+
+    def vjp_fn(*flat: Any) -> Any:
+        out, pullback = engine.vjp(inner.fn, *flat[:n])
+        return tuple(pullback(_shaped_like(flat[n], out, cotangent)))
+
+    schema = dict(inner.schema) if inner.schema else None
+    return Function(f"vjp({inner.key})", inner.params + [cotangent], vjp_fn,
+                    f"the VJP of {inner.description or inner.key}", schema=schema, **common)
+
+
+def _check_tangents(params: list[str], names: list[str], primals: Any, tangents: Any) -> None:
+    """Each tangent has its primal's structure, shapes and float dtype (as in JAX)."""
+    for name, tangent_param, primal, tangent in zip(params, names, primals, tangents):
+        where = f"args.{tangent_param}"
+        p_leaves, p_tree = tree_flatten(primal)
+        t_leaves, t_tree = tree_flatten(tangent)
+        if p_tree != t_tree:
+            raise InvalidArgument(f"{where}: a tangent has its primal's structure: {describe_mismatch(p_tree, t_tree)}",
+                                  {"path": where})
+        for p, t in zip(p_leaves, t_leaves):
+            pa, ta = aval_of(_as_engine(p)), aval_of(_as_engine(t))
+            if pa.shape != ta.shape or (pa.dtype.kind == "f" and pa.dtype != ta.dtype):
+                expected, got = notation(pa.shape, pa.dtype), notation(ta.shape, ta.dtype)
+                raise InvalidArgument(f"{where}: expected {expected} (shaped like {name}), got {got}",
+                                      {"path": where, "expected": expected, "got": got})
+
+
+def _shaped_like(cotangent: Any, output: Any, name: str) -> Any:
+    """The cotangent in the output's structure: JSON has no tuples, and a list of equal-shaped
+    arrays arrives stacked, so it is matched to the output by its leaves."""
+    target = tree_structure(output)
+    leaves = [_as_engine(c) for c in tree_leaves(cotangent)]
+    if len(leaves) == 1 and target.num_leaves > 1 and aval_of(leaves[0]).shape[:1] == (target.num_leaves,):
+        leaves = [leaves[0][i] for i in range(target.num_leaves)]
+    where = f"args.{name}"
+    if len(leaves) != target.num_leaves:
+        raise InvalidArgument(f"{where}: {len(leaves)} array(s), but the function's output has {target.num_leaves}: "
+                              "send one array per output, shaped like it", {"path": where})
+    for c, o in zip(leaves, tree_leaves(output)):
+        ca, oa = aval_of(c), aval_of(_as_engine(o))
+        if ca.shape != oa.shape:
+            expected, got = notation(oa.shape, oa.dtype), notation(ca.shape, ca.dtype)
+            raise InvalidArgument(f"{where}: expected {expected} (the output's shape), got {got}",
+                                  {"path": where, "expected": expected, "got": got})
+    return tree_unflatten(target, leaves)
+
+
+def _as_engine(x: Any) -> Any:
+    return Array(x) if isinstance(x, (np.ndarray, np.generic, int, float)) else x
+
+
 def bind_constants(fn: Callable[..., Any], params: list[str],
                    constants: dict[str, Any]) -> tuple[Callable[..., Any], list[str]]:
     """fn with some parameters fixed by name; returns it and the remaining parameter names."""
@@ -118,9 +242,10 @@ class FunctionResolver:
     """Resolves function specs, caching compiled ones (inline specs by content, models by version)."""
 
     def __init__(self, registry: Registry, limits: Limits, repository: dict[str, dict[str, Any]] | None = None,
-                 cache_size: int = 512, refresh_s: float = 1.0) -> None:
+                 cache_size: int = 512, refresh_s: float = 1.0, max_derived_depth: int = DEFAULT_DERIVED_DEPTH) -> None:
         self.registry = registry
         self.limits = limits
+        self.max_derived_depth = max_derived_depth  # nested jvp/vjp levels, a derivative order (NABLA_MAX_ORDER)
         self.repository = repository or {}
         self._cache: OrderedDict[str, Function] = OrderedDict()
         self._lock = threading.Lock()
@@ -146,6 +271,12 @@ class FunctionResolver:
         return fn
 
     def resolve(self, spec: Any) -> Function:
+        kinds, innermost = unwrap_derived(spec, self.max_derived_depth)
+        if kinds:
+            function = self.resolve(innermost)
+            for kind in reversed(kinds):  # the innermost derivative first
+                function = derived(kind, function)
+            return function
         if isinstance(spec, dict) and "model" in spec:
             return self.model(spec)
         key = content_key(spec)

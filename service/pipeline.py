@@ -34,7 +34,7 @@ from engine.core import deadline
 from engine.primitives import PRIMITIVES
 from engine.serialize import DTYPES
 from engine.tree_util import tree_flatten, tree_map
-from service import admission, model_schema
+from service import admission, batch_axes, graph_view, model_schema, vector_products
 from service import requests as R
 from service.admission import Budget
 from service.builtin_models import BUILTIN_MODELS
@@ -218,7 +218,7 @@ class Pipeline:
         self.registry = registry or open_registry(settings.database_url, settings.data_dir)
         self.repository = load_model_repository(settings.model_repository, self.limits)
         self.resolver = FunctionResolver(self.registry, self.limits, self.repository,
-                                         refresh_s=settings.registry_refresh_s)
+                                         refresh_s=settings.registry_refresh_s, max_derived_depth=settings.max_order)
         self.plans = PlanCache(settings.plan_cache_size, settings.plan_cache_bytes)
         self.metrics = Metrics()
         self.budget = Budget(settings.max_array_elements, settings.max_response_bytes, settings.max_request_bytes,
@@ -278,6 +278,8 @@ class Pipeline:
             return Result(self.delete_model(call.model or "", call.version))
         if op == "ops":
             return Result(ops_catalogue())
+        if op == "graph":  # POST /v1/graph, the derivative's graph (the playground draws it)
+            return Result(graph_view.derivative_graph(self, call.body))
         raise NotFound(f"unknown operation {op!r}")
 
     # ------------------------------------------------------------------ compute
@@ -303,15 +305,18 @@ class Pipeline:
                 f"the function takes {len(function.params)} argument(s) {function.params}, got {len(request.args)}",
                 {"expected": function.params, "got": len(request.args)})
         budget = self.tree_budget()  # one budget for everything the request sends
-        arguments = self.decode_arguments(function, request.args, request.dtype, budget)
+        in_axes = getattr(request, "in_axes", None)
+        arguments = self.decode_arguments(function, request.args, request.dtype, budget, in_axes=in_axes)
         args = [a for a, _ in arguments]
         extra: list[Any] = []
-        if transform == "jvp":
+        if vector_products.takes_vectors(transform, request):  # hvp, batches of tangents or cotangents
+            extra = vector_products.decode_vectors(transform, request, function, args, budget)
+        elif transform == "jvp":
             if len(request.tangents) != len(args):
                 raise InvalidRequest(f"jvp needs one tangent per argument: {len(args)} argument(s), "
                                      f"{len(request.tangents)} tangent(s)")
             extra = [a for a, _ in self.decode_arguments(function, request.tangents, request.dtype, budget,
-                                                         "tangents.")]
+                                                         "tangents.", in_axes=in_axes)]
             _check_like(args, extra, function.params)
         elif transform == "vjp":
             extra = [decode_tree(request.cotangent, _dtype(request.dtype), "cotangent", budget)]
@@ -321,24 +326,28 @@ class Pipeline:
         payload["meta"] = {"transform": transform, "dtype": _float_dtype_of(outcome.result, request.dtype),
                            "elapsed_ms": elapsed_ms(start),
                            "graph_nodes": outcome.graph_nodes, "cache_hit": outcome.cache_hit}
+        if outcome.examples is not None:
+            payload["meta"]["examples"] = outcome.examples
         if function.model is not None:
             payload["meta"]["model"] = {"name": function.model, "version": function.version}
         return Result(payload, encoding=request.encoding)
 
     def decode_arguments(self, function: Function, values: list[Any], dtype: str | None, budget: TreeBudget,
-                         prefix: str = "") -> list[tuple[Any, Any]]:
+                         prefix: str = "", in_axes: list[Any] | None = None) -> list[tuple[Any, Any]]:
         """Each JSON argument as arrays, with its spec: plain numbers take the requested dtype, or
         the one the parameter declares, or float64; a typed parameter is checked against its spec
-        (dimension names bound across the whole request)."""
+        (dimension names bound across the whole request), batched along its in_axes entry."""
         sizes: dict[str, tuple[int, str]] = {}
+        entries = in_axes if in_axes is not None and len(in_axes) == len(values) else [None] * len(values)
         out = []
-        for name, value in zip(function.params, values):
+        for name, value, entry in zip(function.params, values, entries):
             spec = function.spec(name)
             if spec is not None and dtype is not None:
                 spec = model_schema.with_float_dtype(spec, dtype)
-            decoded = decode_tree(value, _dtype(dtype), prefix + name, budget, spec, override=dtype is not None)
+            batched = batch_axes.batched_spec(spec, entry)
+            decoded = decode_tree(value, _dtype(dtype), prefix + name, budget, batched, override=dtype is not None)
             if spec is not None:
-                decoded = model_schema.conform(decoded, spec, prefix + name, sizes)
+                decoded = model_schema.conform(decoded, batched, prefix + name, sizes)
             out.append((decoded, spec))
         return out
 
@@ -482,10 +491,13 @@ class Pipeline:
         body = R.MODEL_COMPUTE_REQUESTS["value"].model_json_schema()
         body.pop("$defs", None)
         body["title"] = f"A request to model {name}"
-        body["properties"]["args"] = {"type": "array", "prefixItems": items, "items": False,
-                                      "minItems": len(items), "maxItems": len(items),
-                                      "description": "one entry per parameter: " + ", ".join(function.params)}
-        return {"$schema": "https://json-schema.org/draft/2020-12/schema", **body}
+        body["properties"]["args"] = {"type": "array", "items": True, "minItems": len(items), "maxItems": len(items),
+                                      "description": "one entry per parameter: " + ", ".join(function.params)
+                                      + "; typed one example at a time (with in_axes, a mapped argument has the "
+                                        "batch dimension at its axis)"}
+        typed = {"properties": {"args": {"prefixItems": items, "items": False}}}
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", **body,
+                "if": {"required": ["in_axes"]}, "else": typed}
 
     def delete_model(self, name: str, version: int | None = None) -> dict[str, Any]:
         _check_name(name)
@@ -662,12 +674,10 @@ def ops_catalogue() -> dict[str, Any]:
 
     ops = []
     for name, prim in sorted(PRIMITIVES.items()):
-        if name == "custom_vjp_call":
+        if prim.python_code:  # custom_vjp calls: in memory only, a graph cannot name them
             continue
         ops.append({"name": name, "arity": prim.arity, "attrs": list(prim.attr_names),
-                    "vjp": prim.vjp is not None or "vjp_all" in prim.extra,
-                    "jvp": prim.jvp is not None or "jvp_all" in prim.extra or bool(prim.extra.get("linear_jvp")),
-                    "doc": prim.doc})
+                    "vjp": prim.vjp is not None, "jvp": prim.jvp is not None, "doc": prim.doc})
     return {"graph_format": "nabla.graph/1", "ops": ops, "expression_functions": sorted(FUNCTIONS)}
 
 

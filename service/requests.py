@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_VERSION = 2**31 - 1
-TRANSFORMS = ("value", "grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "check_grads")
+TRANSFORMS = ("value", "grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "check_grads")
 
 ModelName = Annotated[str, Field(pattern=NAME_PATTERN, description="letters, digits, '_', '.' or '-'")]
 Version = Annotated[int, Field(ge=1, le=MAX_VERSION, description="a version number; the latest when omitted")]
@@ -41,6 +41,16 @@ class ModelRef(Strict):
     version: Version | None = None
 
 
+class DerivedJvp(Strict):
+    jvp: dict[str, Any] = Field(description="a function spec f: this is the function (args..., one tangent per "
+                                            "argument) -> the tangent of f's output (docs/API.md, derived functions)")
+
+
+class DerivedVjp(Strict):
+    vjp: dict[str, Any] = Field(description="a function spec f: this is the function (args..., a cotangent of f's "
+                                            "output) -> one cotangent per argument (docs/API.md, derived functions)")
+
+
 FUNCTION_REF = "x-nabla-ref"
 
 
@@ -53,9 +63,9 @@ def _one_of(*models: type[BaseModel]) -> Any:
     return Annotated[dict[str, Any], WithJsonSchema({"anyOf": refs})]
 
 
-FunctionSpec = _one_of(ExprFunction, GraphFunctionSpec, ModelRef)
+FunctionSpec = _one_of(ExprFunction, GraphFunctionSpec, ModelRef, DerivedJvp, DerivedVjp)
 RegistrableFunction = _one_of(ExprFunction, GraphFunctionSpec)
-FUNCTION_MODELS = (ExprFunction, GraphFunctionSpec, ModelRef)
+FUNCTION_MODELS = (ExprFunction, GraphFunctionSpec, ModelRef, DerivedJvp, DerivedVjp)
 
 
 class CheckOptions(Strict):
@@ -85,6 +95,8 @@ _COMMON: dict[str, Any] = {
 _ARGNUMS = (Annotated[ArgIndex, Field()] | Annotated[list[ArgIndex], Field(min_length=1, max_length=256)],
             Field(0, description="which arguments to differentiate with respect to"))
 _HAS_AUX = (bool, Field(False, description="the function returns (output, aux)"))
+_BATCHED_TANGENTS = (bool, Field(False, description="each tangent leaf has a leading batch axis (the same size B "
+                                                    "for all): B products in one call, with that leading axis"))
 # The options each transform accepts besides the common ones.
 OPTIONS: dict[str, dict[str, Any]] = {
     "value": {},
@@ -92,13 +104,28 @@ OPTIONS: dict[str, dict[str, Any]] = {
              "order": (Annotated[int, Field(ge=1)], Field(1, description="apply grad this many times"))},
     "value_and_grad": {"argnums": _ARGNUMS, "has_aux": _HAS_AUX},
     "jvp": {"tangents": (list[Any], Field(description="one pytree per argument, shaped like it")),
-            "has_aux": _HAS_AUX},
-    "vjp": {"cotangent": (Any, Field(description="shaped like the function's output")), "has_aux": _HAS_AUX},
+            "has_aux": _HAS_AUX, "batched_tangents": _BATCHED_TANGENTS},
+    "vjp": {"cotangent": (Any, Field(description="shaped like the function's output")), "has_aux": _HAS_AUX,
+            "batched_cotangent": (bool, Field(False, description="each cotangent leaf has a leading batch axis (the "
+                                                                 "same size B for all): B products in one call"))},
     "jacobian": {"argnums": _ARGNUMS, "has_aux": _HAS_AUX,
                  "mode": (Literal["rev", "fwd"], Field("rev", description="reverse or forward mode"))},
     "hessian": {"argnums": _ARGNUMS, "has_aux": _HAS_AUX},
+    "hvp": {"tangents": (list[Any], Field(description="one pytree per differentiated argument (argnums order), "
+                                                      "shaped like it")),
+            "argnums": _ARGNUMS, "has_aux": _HAS_AUX, "batched_tangents": _BATCHED_TANGENTS},
     "check_grads": {"check": (CheckOptions, Field(default_factory=CheckOptions))},
 }
+# in_axes (service.batch_axes) applies to every transform but check_grads, which checks one point.
+AxisEntry = Annotated[int, Field(ge=-64, le=63)] | None | list[Any] | dict[str, Any]
+_IN_AXES = (Annotated[list[AxisEntry], Field(min_length=1, max_length=256)] | None,
+            Field(None, description="compute per example over a batch, as jax.vmap: one entry per argument, the "
+                                    "axis its examples are stacked along (negative from the end), null for an "
+                                    "argument shared by every example, or a list/object of entries for a list/object "
+                                    "argument; every result gains a leading axis, one entry per example"))
+for _transform, _options in OPTIONS.items():
+    if _transform != "check_grads":
+        _options["in_axes"] = _IN_AXES
 
 
 def _title(transform: str) -> str:
@@ -145,6 +172,15 @@ class ShapesRequest(Strict):
     args: list[Any] = Field(description="pytrees whose leaves are {shape, dtype} specs")
 
 
+# POST /v1/graph (service.graph_view): the graph /v1/grad would compile for the same fields.
+GraphRequest: type[Strict] = create_model(  # type: ignore[call-overload]
+    "GraphRequest", __base__=Strict, __validators__={"unique_argnums": field_validator("argnums")(_unique_argnums)},
+    function=(FunctionSpec, Field(description="an expression, a JSON graph or a model name")),
+    args=(list[Any], Field(description="one pytree per parameter, as for /v1/grad; only their shapes and dtypes "
+                                       "shape the graph")),
+    dtype=_COMMON["dtype"], argnums=_ARGNUMS, order=OPTIONS["grad"]["order"])
+
+
 def validation_problems(error: ValidationError) -> list[dict[str, Any]]:
     """Pydantic's errors as {path, problem, kind} a caller can act on."""
     out = []
@@ -174,8 +210,13 @@ FIELD_ADVICE = {
     "check.eps": "check.eps must be a positive number (finite)",
     "check.atol": "check.atol must be a positive number (finite)",
     "check.rtol": "check.rtol must be a positive number (finite)",
-    "tangents": "jvp needs tangents: a list with one entry per argument, each shaped like it",
+    "tangents": "jvp needs tangents (a list, one per argument) and hvp needs tangents (one per differentiated "
+                "argument, in argnums order), each shaped like its argument",
+    "batched_tangents": "batched_tangents must be true or false",
+    "batched_cotangent": "batched_cotangent must be true or false",
     "cotangent": "vjp needs a cotangent shaped like the function's output",
+    "in_axes": "in_axes must be a list with one entry per argument: an integer axis, null (shared by every "
+               "example), or a list or object of such entries for a list or object argument",
     "function": "the body needs a `function`: {\"expr\", \"params\"}, {\"graph\"} or {\"model\"}",
     "version": "version must be an integer from 1 to 2**31-1",
     "name": "name must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",

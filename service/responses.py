@@ -8,9 +8,11 @@ Array-valued fields are JSON pytrees: a number, nested lists, an object of them,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from service.requests import FUNCTION_REF
 
 ArrayTree = Any  # documented by each field's description; any JSON
 
@@ -26,6 +28,7 @@ class Meta(BaseModel):
     elapsed_ms: float
     graph_nodes: int | None = Field(description="nodes of the compiled plan (null for check_grads)")
     cache_hit: bool = Field(description="the compiled plan was reused")
+    examples: int | None = Field(None, description="with in_axes: the number of examples computed")
     model: ModelRefMeta | None = None
 
 
@@ -51,12 +54,14 @@ class ValueAndGradResponse(_Answer):
 
 class JvpResponse(_Answer):
     value: ArrayTree
-    jvp: ArrayTree = Field(description="J(args) @ tangents")
+    jvp: ArrayTree = Field(description="J(args) @ tangents, shaped like the output (with batched_tangents, each "
+                                       "leaf has the batch axis first)")
 
 
 class VjpResponse(_Answer):
     value: ArrayTree
-    vjp: list[ArrayTree] = Field(description="cotangent @ J(args), one entry per argument")
+    vjp: list[ArrayTree] = Field(description="cotangent @ J(args), one entry per argument (with batched_cotangent, "
+                                             "each leaf has the batch axis first)")
 
 
 class JacobianResponse(_Answer):
@@ -65,6 +70,13 @@ class JacobianResponse(_Answer):
 
 class HessianResponse(_Answer):
     hessian: ArrayTree
+
+
+class HvpResponse(_Answer):
+    value: ArrayTree = Field(description="f(args), a scalar")
+    grad: ArrayTree = Field(description="the gradient with respect to args[argnums] (a list for a list of argnums)")
+    hvp: ArrayTree = Field(description="H(args) @ tangents, in the gradient's structure (with batched_tangents, "
+                                       "each leaf has the batch axis first)")
 
 
 class CheckResult(BaseModel):
@@ -92,7 +104,7 @@ class CheckGradsResponse(BaseModel):
 
 COMPUTE_RESPONSES: dict[str, type[BaseModel]] = {
     "value": ValueResponse, "grad": GradResponse, "value_and_grad": ValueAndGradResponse, "jvp": JvpResponse,
-    "vjp": VjpResponse, "jacobian": JacobianResponse, "hessian": HessianResponse,
+    "vjp": VjpResponse, "jacobian": JacobianResponse, "hessian": HessianResponse, "hvp": HvpResponse,
     "check_grads": CheckGradsResponse,
 }
 
@@ -154,6 +166,28 @@ class ShapesResponse(BaseModel):
     meta: dict[str, Any]
 
 
+class GraphNodeCounts(BaseModel):
+    function: int = Field(description="operations of the function itself")
+    traced: int = Field(description="operations of the derivative as traced")
+    optimised: int = Field(description="operations of the derivative after optimisation (what /v1/grad runs)")
+
+
+class GraphMeta(BaseModel):
+    order: int
+    argnums: int | list[int]
+    elapsed_ms: float
+
+
+class GraphResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # the graph format's schema, which service.schemas adds to the document's components
+    graph: Annotated[dict[str, Any], WithJsonSchema({FUNCTION_REF: "NablaGraphV1"})] = Field(
+        description="the optimised derivative as a nabla.graph/1 document")
+    shapes: dict[str, list[ParamSpecLeaf]] = Field(description="each node's outputs' shapes and dtypes, by node id")
+    nodes: GraphNodeCounts
+    meta: GraphMeta
+
+
 class Op(BaseModel):
     name: str
     arity: int | None
@@ -182,4 +216,4 @@ class Health(BaseModel):
 
 
 RESPONSE_MODELS: list[type[BaseModel]] = [*COMPUTE_RESPONSES.values(), ModelList, ModelInfo, Registered, Deleted,
-                                          ShapesResponse, OpsResponse, Health, JsonSchemaDocument]
+                                          ShapesResponse, OpsResponse, Health, JsonSchemaDocument, GraphResponse]

@@ -17,6 +17,7 @@ from service.requests import (
     FUNCTION_MODELS,
     FUNCTION_REF,
     MODEL_COMPUTE_REQUESTS,
+    GraphRequest,
     RegisterRequest,
     ShapesRequest,
 )
@@ -51,6 +52,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
     "jacobian": {"function": {"expr": "tanh(A @ x)", "params": ["A", "x"]},
                  "args": [[[1.0, 2.0], [3.0, 4.0]], [0.1, 0.2]], "argnums": 1},
     "hessian": {"function": {"model": "rosenbrock"}, "args": [[1.0, 2.0, 3.0]], "dtype": "float64"},
+    "hvp": {"function": {"model": "rosenbrock"}, "args": [[1.0, 2.0, 3.0]], "tangents": [[1.0, 0.0, -1.0]]},
     "check_grads": {"function": {"expr": "sum(sin(x) * x ** 2)", "params": ["x"]}, "args": [[0.5, 1.5]],
                     "dtype": "float64", "check": {"order": 2, "modes": ["fwd", "rev"]}},
 }
@@ -59,7 +61,9 @@ _SUMMARIES = {
     "value": "Evaluate the function", "grad": "Gradient (order n: grad applied n times)",
     "value_and_grad": "Value and gradient in one pass", "jvp": "Jacobian-vector product (forward mode)",
     "vjp": "Vector-Jacobian product (reverse mode)", "jacobian": "Full Jacobian (reverse or forward mode)",
-    "hessian": "Hessian (forward over reverse)", "check_grads": "Compare derivatives with finite differences",
+    "hessian": "Hessian (forward over reverse)",
+    "hvp": "Hessian-vector product (forward over reverse, never forming the Hessian)",
+    "check_grads": "Compare derivatives with finite differences",
 }
 
 
@@ -139,7 +143,7 @@ def install_openapi(app: FastAPI, keyed: bool) -> None:
                              routes=app.routes, tags=app.openapi_tags)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         models = [*COMPUTE_REQUESTS.values(), *MODEL_COMPUTE_REQUESTS.values(), RegisterRequest, ShapesRequest,
-                  ErrorResponse, *FUNCTION_MODELS, *RESPONSE_MODELS]
+                  GraphRequest, ErrorResponse, *FUNCTION_MODELS, *RESPONSE_MODELS]
         for model in models:
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for name, definition in model_schema.pop("$defs", {}).items():

@@ -21,6 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+# Shared closed forms (tests/closed_forms.py) import as `closed_forms` from every folder, under any
+# --import-mode.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+
 REPO = Path(__file__).resolve().parents[1]
 
 

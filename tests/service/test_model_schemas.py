@@ -128,6 +128,10 @@ def test_the_request_schema_endpoint_is_json_schema_that_validates_requests(clie
                 {"args": [[1.0, 2.0], 3.0], "bogus": 1}):
         assert not validator.is_valid(bad), bad
         assert client.post("/v1/models/pair/value", json=bad).status_code in (400, 422)
+    # with in_axes the arguments are batches, typed one example at a time by the server
+    batched = {"args": [[[1.0, 2.0], [3.0, 4.0]], 3.0], "in_axes": [0, None]}
+    assert validator.is_valid(batched)
+    assert client.post("/v1/models/pair/value", json=batched).json()["value"] == [9.0, 21.0]
     rosen = client.get("/v1/models/rosenbrock/schema").json()
     assert jsonschema.Draft202012Validator(rosen).is_valid({"args": [[1.0, 2.0, 3.0]], "dtype": "float32"})
 
