@@ -605,10 +605,11 @@ def _check_like(args: list[Any], tangents: list[Any], params: list[str]) -> None
             raise InvalidArgument(f"{where}: expected the structure of {name}, {ta}, got {tt}",
                                   {"path": where, "expected": str(ta), "got": str(tt)})
         for x, y in zip(la, lt):
-            if np.shape(x) != np.shape(y):
-                expected = model_schema.notation(np.shape(x), np.asarray(y).dtype)
+            if np.shape(x) != np.shape(y) or np.asarray(x).dtype != np.asarray(y).dtype:
+                # as in JAX, a tangent has its primal's shape and dtype
+                expected = model_schema.notation(np.shape(x), np.asarray(x).dtype)
                 got = model_schema.notation(np.shape(y), np.asarray(y).dtype)
-                raise InvalidArgument(f"{where}: expected {expected} (shaped like {name}), got {got}",
+                raise InvalidArgument(f"{where}: expected {expected} (the shape and dtype of {name}), got {got}",
                                       {"path": where, "expected": expected, "got": got})
 
 

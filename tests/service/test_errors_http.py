@@ -90,7 +90,10 @@ CASES: list[tuple[str, str, Any, int, str, str, dict[str, Any]]] = [
      "check.eps must be a positive number", {}),
     ("jvp_without_tangents", "/v1/jvp", c(E("x", ["x"]), 1.0), 400, "invalid_request", "jvp needs tangents", {}),
     ("jvp_tangent_shape", "/v1/jvp", c(E("x", ["x"]), [1.0, 2.0], tangents=[[1.0]]), 422, "invalid_argument",
-     "tangents.x: expected f64[2] (shaped like x), got f64[1]", {"path": "tangents.x"}),
+     "tangents.x: expected f64[2] (the shape and dtype of x), got f64[1]", {"path": "tangents.x"}),
+    ("jvp_tangent_dtype", "/v1/jvp", c(E("x", ["x"]), [1.0, 2.0], tangents=[
+        {"$array": {"dtype": "float32", "shape": [2], "data": "AACAPwAAAEA="}}]), 422, "invalid_argument",
+     "tangents.x: expected f64[2] (the shape and dtype of x), got f32[2]", {"path": "tangents.x", "got": "f32[2]"}),
     ("jvp_tangent_structure", "/v1/jvp", c(E("x", ["x"]), [1.0, 2.0], tangents=[{"a": [1.0, 2.0]}]), 422,
      "invalid_argument", "tangents.x: expected the structure of x", {"path": "tangents.x"}),
     ("vjp_without_cotangent", "/v1/vjp", c(E("x", ["x"]), 1.0), 400, "invalid_request", "vjp needs a cotangent",
