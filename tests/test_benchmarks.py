@@ -61,3 +61,16 @@ def test_reliability_checks_hold_on_a_real_server() -> None:
     assert replicas["content_mismatched"] == 0
     assert replicas["victim_answers_directly"]
     assert replicas["victim_served_through_nginx_after_restart"] > 0
+
+
+def test_batch_benchmark_compares_one_in_axes_request_with_one_request_per_example() -> None:
+    out = run_script("batch_requests.py", "--quick")  # it checks the two ways agree before printing
+    assert "| one request with in_axes, warm" in out
+    assert "| one request per example, Python client, sequential | 50 |" in out
+    assert "results equal (rtol 1e-12): yes" in out
+
+
+def test_bridges_benchmark_compares_each_bridge_with_a_direct_client_call() -> None:
+    out = run_script("bridges.py", "--quick")  # every bridge's gradient is checked before printing
+    assert "| gradient (W, b) |" in out and "| value |" in out
+    assert "50 per-example gradients" in out and "results equal (rtol 1e-12): yes" in out
