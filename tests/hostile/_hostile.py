@@ -202,7 +202,10 @@ class Expect:
       (line and column, or a node id; the argument path);
     within_s: the answer must come within this many seconds;
     protocol: a plain-text refusal (one of `errors`' statuses) from the HTTP layer is acceptable
-      too: malformed HTTP never reaches the application.
+      too: malformed HTTP never reaches the application;
+    form: the error body's form: "v1" ({"error": {type, message, detail, request_id}}), "oip"
+      (the Open Inference Protocol's {"error": "<message>"}) or "umbridge" ({"error": {type,
+      message, ...}}); for "oip" an error type in `errors` cannot be checked (None there).
     """
 
     errors: frozenset[tuple[int, str | None]] = frozenset()
@@ -212,13 +215,14 @@ class Expect:
     located: bool = False
     within_s: float = ANSWER_WITHIN_S
     protocol: bool = False
+    form: str = "v1"
 
     def __or__(self, other: Expect) -> Expect:
         checks = [c for c in (self.check_success, other.check_success) if c is not None]
         return Expect(self.errors | other.errors, self.limits | other.limits, self.success | other.success,
                       checks[0] if len(checks) == 1 else (_all_checks(checks) if checks else None),
                       self.located or other.located, max(self.within_s, other.within_s),
-                      self.protocol or other.protocol)
+                      self.protocol or other.protocol, self.form if self.form == other.form else "v1")
 
     def describe(self) -> str:
         parts = [f"{s} {t or '*'}" + (f" naming {'/'.join(sorted(self.limits))}" if s == 413 else "")
@@ -402,6 +406,14 @@ def _judge_error(ex: Expect, reply: Reply, status: int, content_type: str) -> li
     except ValueError as e:
         return problems + [f"the error body is not strict JSON ({e})"]
     error = body.get("error") if isinstance(body, dict) else None
+    if ex.form == "oip":  # the Open Inference Protocol's error: {"error": "<message>"}
+        if not isinstance(error, str) or set(body) != {"error"} or not error:
+            problems.append("the body is not OIP's {\"error\": \"<message>\"}")
+        return problems
+    if ex.form == "umbridge":
+        if not isinstance(error, dict) or not all(isinstance(error.get(k), str) for k in ("type", "message")):
+            problems.append("the body is not UM-Bridge's {\"error\": {\"type\", \"message\"}}")
+        return problems
     if not isinstance(error, dict) or set(body) != {"error"}:
         return problems + ["the body is not {\"error\": {...}}"]
     shape = {"type": str, "message": str, "detail": dict, "request_id": str}
