@@ -74,3 +74,11 @@ def test_bridges_benchmark_compares_each_bridge_with_a_direct_client_call() -> N
     out = run_script("bridges.py", "--quick")  # every bridge's gradient is checked before printing
     assert "| gradient (W, b) |" in out and "| value |" in out
     assert "50 per-example gradients" in out and "results equal (rtol 1e-12): yes" in out
+
+
+def test_http_benchmark_drives_every_server_with_wrk() -> None:
+    out = run_script("http_bench.py", "--seconds", "1")
+    for server in ("nabla echo", "nabla grad by name (processes)", "nabla grad by name (threads)",
+                   "bare FastAPI echo", "FastAPI + jax.jit(jax.grad)"):
+        assert f"| {server} |" in out, out
+    assert "CPU ms per request" in out and "/ FastAPI + jax.jit(jax.grad):" in out
