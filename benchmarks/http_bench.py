@@ -108,7 +108,8 @@ def wrk(url: str, body: str, seconds: float, connections: int) -> dict[str, floa
     escaped = body.replace("\\", "\\\\").replace('"', '\\"')
     script.write(f'wrk.method = "POST"\nwrk.body = "{escaped}"\nwrk.headers["Content-Type"] = "application/json"\n')
     script.close()
-    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+    duration = f"-d{max(1, round(seconds))}s"  # wrk takes whole seconds
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", duration, "--latency",
                           "-s", script.name, url], capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
