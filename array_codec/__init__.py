@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "DTYPES", "LENIENT_SPECIAL_FLOATS", "SPECIAL_FLOATS", "ArrayCodecError", "ByteCountMismatch", "InvalidBase64",
-    "NestedTooDeep", "UnknownSpecialFloat", "base64_leaf", "encode_array", "from_base64", "little_endian_bytes",
-    "nested_numbers", "replace_special_floats", "special_name",
+    "DTYPES", "LENIENT_SPECIAL_FLOATS", "SPECIAL_FLOATS", "ArrayCodecError", "ByteCountMismatch", "ComplexNotSupported",
+    "InvalidBase64", "NestedTooDeep", "UnknownSpecialFloat", "base64_leaf", "encode_array", "from_base64",
+    "little_endian_bytes", "nested_numbers", "replace_special_floats", "special_name",
 ]
 
 # The dtypes an array may have on the wire.
@@ -65,6 +65,16 @@ class UnknownSpecialFloat(ArrayCodecError):
         self.value = value
 
 
+class ComplexNotSupported(ArrayCodecError):
+    """A complex array: the wire has no complex dtype (send the real and imaginary parts as two
+    real arrays)."""
+
+    def __init__(self, dtype: Any) -> None:
+        super().__init__(f"an array of dtype {np.dtype(dtype).name} is complex, and arrays on the wire are real: "
+                         "send its real and imaginary parts as two arrays")
+        self.dtype = np.dtype(dtype)
+
+
 class NestedTooDeep(ArrayCodecError):
     """Nested lists deeper than the caller allows (`depth` is the first level past it)."""
 
@@ -81,6 +91,8 @@ def special_name(x: float) -> str:
 def nested_numbers(value: Any) -> Any:
     """An array as nested lists (a number for a 0-d array), special floats as their names."""
     value = np.asarray(value)
+    if value.dtype.kind == "c":
+        raise ComplexNotSupported(value.dtype)
     if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
         # Vectorised: the special values become strings in an object array, then one tolist().
         obj = value.astype(object)
@@ -100,6 +112,8 @@ def little_endian_bytes(value: Any) -> np.ndarray:
 def base64_leaf(value: Any) -> dict[str, Any]:
     """An array as a `{"$array": {dtype, shape, data}}` leaf."""
     value = np.asarray(value)
+    if value.dtype.kind == "c":
+        raise ComplexNotSupported(value.dtype)
     return {"$array": {"dtype": value.dtype.name, "shape": list(value.shape),
                        "data": base64.b64encode(little_endian_bytes(value).tobytes()).decode("ascii")}}
 

@@ -39,7 +39,7 @@ from engine.errors import DeadlineExceeded, DtypeError, EngineError, InvalidArgu
 from engine.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 from engine.numpy import linalg
 from engine.primitive import DECLARED
-from engine.scipy import special
+from engine.scipy import special, stats
 
 
 class ExprError(EngineError, ValueError):
@@ -86,6 +86,25 @@ class ExprDtypeError(ExprError, DtypeError):
     """Operands whose dtypes do not fit an operation of the program (kind "dtype")."""
 
 
+def _plain_tuples(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """fn with a named-tuple result (svd, eigh, qr, ...) returned as a plain tuple, as slogdet's is."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
+        return tuple(out) if isinstance(out, tuple) else out
+    call.__name__ = fn.__name__
+    return call
+
+
+def _tuple_result(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """fn with a list result (split's parts) returned as a tuple, which the language indexes as a
+    sequence instead of stacking it into one array."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
+        return tuple(out) if isinstance(out, list) else out
+    call.__name__ = fn.__name__
+    return call
+
+
 def _functions() -> dict[str, Callable[..., Any]]:
     numpy_names = [
         "array", "asarray", "zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "arange",
@@ -101,20 +120,42 @@ def _functions() -> dict[str, Callable[..., Any]]:
         "concatenate", "stack", "hstack", "vstack", "tile", "repeat", "flip", "take", "stop_gradient",
         "mod", "remainder", "floor_divide", "float_power", "atleast_1d", "atleast_2d", "erf", "logsumexp",
     ]
+    numpy_names += ["fmax", "fmin", "fabs", "deg2rad", "radians", "rad2deg", "degrees", "logaddexp2", "sinc",
+                    "nan_to_num", "frexp", "allclose", "isclose"]
+    numpy_names += ["sort", "argsort", "msort", "partition", "argpartition", "select", "take_along_axis", "nonzero",
+                    "flatnonzero", "argwhere", "pad", "roll", "rot90", "fliplr", "flipud", "tril", "triu", "diff",
+                    "append", "split", "array_split", "hsplit", "vsplit", "dsplit", "column_stack", "row_stack",
+                    "atleast_3d", "kron", "cross", "rollaxis"]
     # and every function engine.numpy has from a primitive's record (hypot, ...)
     numpy_names += [p.facade.name for p in DECLARED if p.facade is not None and p.facade.name not in numpy_names]
     table: dict[str, Callable[..., Any]] = {name: getattr(jnp, name) for name in numpy_names}
     for name in ("solve", "inv", "det", "cholesky", "norm"):
         table[f"linalg.{name}"] = getattr(linalg, name)
     table["linalg.slogdet"] = lambda a: tuple(linalg.slogdet(a))
+    for name in ("split", "array_split", "hsplit", "vsplit", "dsplit", "atleast_3d"):
+        table[name] = _tuple_result(getattr(jnp, name))  # parts of different shapes: never stacked
+    for name in ("pinv", "matrix_power", "eigvalsh", "eigvals", "svd", "eigh", "eig", "qr", "lstsq"):
+        table[f"linalg.{name}"] = _plain_tuples(getattr(linalg, name))
+    for name in jnp.fft.__all__:
+        table[f"fft.{name}"] = getattr(jnp.fft, name)
+    for name in ("real", "imag", "conj", "conjugate"):
+        table[name] = getattr(jnp, name)
     for name in ("sigmoid", "relu", "softplus", "softmax", "log_softmax", "logsumexp", "log_sigmoid",
                  "one_hot"):
         table[name if name not in table else f"nn.{name}"] = getattr(nn, name)
         table[f"nn.{name}"] = getattr(nn, name)
-    for name in ("expit", "logit", "erf", "logsumexp"):
-        table.setdefault(name, getattr(special, name))
+    for name in special.__all__:
+        # gamma, beta and psi are common parameter names (a parameter may not shadow a function):
+        # they are reached as special.gamma, ... only.
+        if name not in ("gamma", "beta", "psi"):
+            table.setdefault(name, getattr(special, name))
         table[f"special.{name}"] = getattr(special, name)
         table[f"scipy.special.{name}"] = getattr(special, name)
+    for distribution in ("norm", "t", "gamma", "beta", "poisson", "multivariate_normal"):
+        module = getattr(stats, distribution)
+        for name in module.__all__:
+            table[f"stats.{distribution}.{name}"] = getattr(module, name)
+            table[f"scipy.stats.{distribution}.{name}"] = getattr(module, name)
     return table
 
 
@@ -444,6 +485,8 @@ class Program:
             target = self._eval(node.value, env)
             if isinstance(target, _Tree):
                 return self._subscript_tree(node, target, env)
+            if isinstance(target, tuple) and isinstance(node.slice, ast.Constant) and _is_int(node.slice.value):
+                return target[node.slice.value]  # one result of svd, qr, eigh, ... (their shapes differ)
             if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
                 raise _fail(node, f"{_written(node.value)} is {_describe_leaf(target)}, not an object: it has no "
                                   f"key {node.slice.value!r} (a string key indexes a dict parameter, "

@@ -254,9 +254,11 @@ def _same_type_identity(inputs: list[Any], out: Any, attrs: dict[str, Any]) -> b
 
 
 def _unary(name: str, impl: Callable, vjp: Rule, jvp: Rule | None = None, *, doc: str, floats: bool = True,
-           plan: Plan = Plan(), algebra: Algebra = Algebra(), facade: str | None = None) -> Primitive:
+           plan: Plan = Plan(), algebra: Algebra = Algebra(), facade: str | None = None,
+           abstract: Callable[..., ShapedArray] | None = None) -> Primitive:
     """An elementwise primitive; its JVP is its VJP's rule applied to the tangent unless given."""
-    return declare(name, impl=impl, abstract=_float_only(name) if floats else _same, vjp=PerInput(vjp),
+    abstract = abstract or (_float_only(name) if floats else _same)
+    return declare(name, impl=impl, abstract=abstract, vjp=PerInput(vjp),
                    jvp=PerInput(jvp if jvp is not None else vjp), batch=_batch_elementwise, plan=plan,
                    algebra=algebra, arity=1, doc=doc, facade=Facade(facade) if facade else None)
 
@@ -326,8 +328,15 @@ sqrt_p = _unary("sqrt", np.sqrt, lambda g, ans, x: g / (ans * 2), plan=_ufunc(np
 logistic_p = _unary("logistic", lambda x: _logistic(x), lambda g, ans, x: g * ans * (1 - ans),
                     doc="1 / (1 + e ** -x), without overflow")
 # abs'(0) = 1 (JAX's convention: the derivative of the x >= 0 branch).
+def _real_abs_abstract(x: ShapedArray) -> ShapedArray:
+    if x.dtype.kind == "c":  # |z| is real and its rule is not this one: jnp.abs takes hypot of the parts
+        raise DtypeError(f"the `abs` op takes real operands, got {x.dtype}; for a complex z use "
+                         "hypot(real(z), imag(z)), as jnp.abs does")
+    return x
+
+
 abs_p = _unary("abs", np.abs, lambda g, ans, x: where(x >= 0, g, -g), floats=False, plan=_ufunc(np.abs),
-               doc="|x|")
+               abstract=_real_abs_abstract, doc="|x|")
 sign_p = _unary("sign", np.sign, _zero_rule, floats=False, doc="-1, 0 or 1; its derivative is zero")
 floor_p = _unary("floor", np.floor, _zero_rule, facade="floor", doc="round down; its derivative is zero")
 ceil_p = _unary("ceil", np.ceil, _zero_rule, facade="ceil", doc="round up; its derivative is zero")
@@ -538,8 +547,15 @@ def _convert_jvp(t: Any, ans: Any, x: Any, *, dtype: str) -> Any:
     return convert(t, np.dtype(dtype))
 
 
+def _convert_impl(x: np.ndarray, dtype: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.kind == "c" and np.dtype(dtype).kind != "c":
+        x = x.real  # as JAX: complex to real keeps the real part (NumPy's cast would warn)
+    return x.astype(dtype)
+
+
 convert_p = declare(
-    "convert_element_type", impl=lambda x, dtype: np.asarray(x).astype(dtype), abstract=_convert_abstract,
+    "convert_element_type", impl=_convert_impl, abstract=_convert_abstract,
     vjp=PerInput(_convert_deriv), jvp=PerInput(_convert_jvp), batch=_batch_elementwise, plan=Plan(view=True),
     algebra=Algebra(identity=_same_type_identity), arity=1, attrs=("dtype",), doc="x converted to another dtype",
 )
@@ -570,7 +586,13 @@ def _expand_reduced(g: Any, x_shape: tuple[int, ...], axes: tuple[int, ...]) -> 
 
 def _sum_impl(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     # The ufunc's reduce directly: np.sum's Python-level dispatch costs more than a small sum.
-    return np.add.reduce(x, axis=axes) if axes else x
+    return np.add.reduce(x, axis=axes, dtype=_integer_dtype(x)) if axes else x
+
+
+def _integer_dtype(x: np.ndarray) -> np.dtype | None:
+    """The dtype to accumulate in: an integer operand's own, as the shape rules promise (NumPy's
+    sums and products would widen int32 to int64); None leaves other dtypes to NumPy."""
+    return x.dtype if x.dtype.kind in "iu" else None
 
 
 reduce_sum_p = declare(
@@ -635,7 +657,7 @@ def _prod_others(ans: Any, x: Any, axes: tuple[int, ...]) -> Any:
 
 
 reduce_prod_p = _reduction(
-    "reduce_prod", lambda x, axes: np.prod(x, axis=axes),
+    "reduce_prod", lambda x, axes: np.prod(x, axis=axes, dtype=_integer_dtype(x)),
     PerInput(lambda g, ans, x, *, axes: _expand_reduced(g, x.shape, axes) * _prod_others(ans, x, axes)),
     PerInput(lambda t, ans, x, *, axes: reduce_sum(t * _prod_others(ans, x, axes), axes)),
     "product over the given axes (zeros included: no division)")
@@ -669,8 +691,8 @@ def _cumsum_abstract(x: ShapedArray, *, axis: int, reverse: bool) -> ShapedArray
 
 def _cumsum_impl(x: np.ndarray, axis: int, reverse: bool) -> np.ndarray:
     if reverse:
-        return np.flip(np.cumsum(np.flip(x, axis), axis=axis), axis)
-    return np.cumsum(x, axis=axis)
+        return np.flip(np.cumsum(np.flip(x, axis), axis=axis, dtype=_integer_dtype(x)), axis)
+    return np.cumsum(x, axis=axis, dtype=_integer_dtype(x))
 
 
 cumsum_p = declare(

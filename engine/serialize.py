@@ -333,9 +333,14 @@ def _index(value: Any, where: str) -> tuple:
     return tuple(items)
 
 
+# A conversion inside a graph may name a complex dtype (a real value meeting a complex one, as in
+# jnp.fft programs), though no array of the document (params, constants) can be complex.
+_ATTR_DTYPES = DTYPES + ("complex64", "complex128")
+
+
 def _dtype_attr(value: Any, where: str) -> str:
-    if value not in DTYPES:
-        raise GraphFormatError(f"{where} must be one of {', '.join(DTYPES)}")
+    if value not in _ATTR_DTYPES:
+        raise GraphFormatError(f"{where} must be one of {', '.join(_ATTR_DTYPES)}")
     return value
 
 
@@ -359,7 +364,12 @@ def attr_parsers(limits: Limits) -> dict[str, Callable[[Any, str], Any]]:
         "dtype": _dtype_attr,
         "reverse": lambda v, w: v if isinstance(v, bool) else (_ for _ in ()).throw(
             GraphFormatError(f"{w} must be true or false")),
+        "full_matrices": lambda v, w: v if isinstance(v, bool) else (_ for _ in ()).throw(
+            GraphFormatError(f"{w} must be true or false")),
         "spec": _einsum_spec,
+        "fft_type": lambda v, w: v if v in ("fft", "ifft", "rfft", "irfft") else (_ for _ in ()).throw(
+            GraphFormatError(f"{w} must be 'fft', 'ifft', 'rfft' or 'irfft'")),
+        "fft_lengths": lambda v, w: _int_tuple(v, w, 1, limits.max_array_elements, max_len=3),
         "index": _index,
         "mode": lambda v, w: v if v in ("set", "add", "mul") else (_ for _ in ()).throw(
             GraphFormatError(f"{w} must be 'set', 'add' or 'mul'")),
@@ -397,6 +407,7 @@ def graph_to_json(graph: Graph, param_names: list[str] | None = None, encoding: 
     def ref(atom: Any) -> Any:
         if isinstance(atom, Literal):
             value = np.asarray(atom.value)
+            _refuse_complex_value(value)
             number = value.item()
             if isinstance(number, bool):  # JSON's true/false are not numbers in this format
                 number = int(number)
@@ -411,11 +422,14 @@ def graph_to_json(graph: Graph, param_names: list[str] | None = None, encoding: 
             kind = eqn.prim.name.removesuffix("_call")
             raise GraphFormatError(f"a {kind} function holds Python code and cannot be serialised; "
                                    "express it with primitives or register it as a model", node=f"n{k}")
-        ids = [fresh(f"n{k}" if len(eqn.outputs) == 1 else f"n{k}.{j}") for j in range(len(eqn.outputs))]
-        for v, node_id in zip(eqn.outputs, ids):
-            names[v] = node_id
-        nodes.append({"id": ids[0], "op": eqn.prim.name, "inputs": [ref(a) for a in eqn.inputs],
-                      "attrs": {k2: _attr_to_json(v) for k2, v in eqn.attrs.items()}})
+        node = {"id": fresh(f"n{k}"), "op": eqn.prim.name, "inputs": [ref(a) for a in eqn.inputs],
+                "attrs": {k2: _attr_to_json(v) for k2, v in eqn.attrs.items()}}
+        if eqn.prim.multiple_results:  # each result gets a name of its own (svd's u, s, vt, ...)
+            node["results"] = [fresh(f"{node['id']}.{j}") for j in range(len(eqn.outputs))]
+            names.update(zip(eqn.outputs, node["results"]))
+        else:
+            names[eqn.outputs[0]] = node["id"]
+        nodes.append(node)
     outputs = []
     for atom in graph.outvars:  # outputs are names: a literal output becomes a 0-d constant
         if isinstance(atom, Literal):
@@ -427,7 +441,15 @@ def graph_to_json(graph: Graph, param_names: list[str] | None = None, encoding: 
     return {"format": FORMAT, "params": params, "constants": constants, "nodes": nodes, "outputs": outputs}
 
 
+def _refuse_complex_value(value: np.ndarray) -> None:
+    if value.dtype.kind == "c":
+        raise GraphFormatError(f"the graph holds a complex {value.dtype.name} constant, and graph documents carry "
+                               "real values only: build complex values inside the function from real ones "
+                               "(the `complex` op, or jnp.fft of real arrays)")
+
+
 def _constant_json(value: np.ndarray, encoding: str) -> dict[str, Any]:
+    _refuse_complex_value(value)
     # A 0-d NaN or infinity as nested data would be the bare string "NaN", which the schema
     # cannot tell from base64: it is written as a tagged base64 leaf instead.
     special = value.ndim == 0 and value.dtype.kind == "f" and not np.isfinite(value)
@@ -529,6 +551,7 @@ class GraphFunction:
         parsers = attr_parsers(self.limits)
         defined = set(self.params) | set(self.constants)
         later = {n.get("id") for n in nodes if isinstance(n, dict)}
+        self.results: dict[str, list[str]] = {}  # node id -> the names of its results (several-result ops)
         out = []
         for k, node in enumerate(nodes):
             if not isinstance(node, dict):
@@ -540,7 +563,7 @@ class GraphFunction:
             if node_id in defined:
                 raise GraphFormatError(f"node {node_id!r}: the id is already used by a parameter, constant "
                                        "or earlier node", node=node_id)
-            extra = set(node) - {"id", "op", "inputs", "attrs"}
+            extra = set(node) - {"id", "op", "inputs", "attrs", "results"}
             if extra:
                 raise GraphFormatError(f"node {node_id!r}: unknown field(s) {sorted(extra)}", node=node_id)
             op = node.get("op")
@@ -560,6 +583,10 @@ class GraphFunction:
             refs = []
             for j, ref in enumerate(inputs):
                 if isinstance(ref, str):
+                    if ref in self.results:
+                        raise GraphFormatError(
+                            f"node {node_id!r}: input {j} refers to {ref!r}, a node with several results: refer to "
+                            f"one of them by the names in its `results`, {self.results[ref]}", node=node_id)
                     if ref not in defined:
                         why = ("it is defined by a later node: nodes must come after their inputs, and "
                                "graphs cannot have cycles") if ref in later or ref == node_id else \
@@ -587,8 +614,27 @@ class GraphFunction:
                     raise GraphFormatError(f"node {node_id!r}: attribute {e.attribute!r}: {e}", node=node_id,
                                            field=f"attrs.{e.attribute}") from None
             defined.add(node_id)
+            if prim.multiple_results or "results" in node:
+                self.results[node_id] = self._result_names(node_id, op, prim.multiple_results, node.get("results"),
+                                                           defined)
+                defined.update(self.results[node_id])
             out.append((node_id, prim, refs, parsed))
         return out
+
+    @staticmethod
+    def _result_names(node_id: str, op: str, several: bool, names: Any, defined: set[Any]) -> list[str]:
+        if not several:
+            raise GraphFormatError(f"node {node_id!r}: op {op!r} has one result, named by the node's id; remove "
+                                   "`results`", node=node_id, field="results")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and _NAME.fullmatch(n)
+                                                               for n in names):
+            raise GraphFormatError(f"node {node_id!r}: op {op!r} has several results: `results` must list a new "
+                                   "name for each, e.g. [\"u\", \"s\", \"vt\"]", node=node_id, field="results")
+        taken = [n for n in names if n in defined or names.count(n) > 1]
+        if taken:
+            raise GraphFormatError(f"node {node_id!r}: result name(s) {sorted(set(taken))} are already used",
+                                   node=node_id, field="results")
+        return names
 
     @staticmethod
     def _attrs(node_id: str, attrs: dict[str, Any], parsers: dict[str, Callable[[Any, str], Any]]) -> dict[str, Any]:
@@ -623,7 +669,8 @@ class GraphFunction:
     def _outputs(self, outputs: Any) -> list[str]:
         if not isinstance(outputs, list) or not outputs:
             raise GraphFormatError("outputs must be a non-empty list of names", field="outputs")
-        known = set(self.params) | set(self.constants) | {n[0] for n in self.nodes}
+        known = set(self.params) | set(self.constants) | {n[0] for n in self.nodes if n[0] not in self.results}
+        known.update(name for names in self.results.values() for name in names)
         for j, ref in enumerate(outputs):
             if not isinstance(ref, str) or ref not in known:
                 raise GraphFormatError(f"outputs[{j}] refers to {json.dumps(ref)[:40]}, which is not a "
@@ -651,6 +698,15 @@ class GraphFunction:
                 raise  # not the node's fault: a time limit, or how the graph is being transformed
             except (EngineError, ValueError, TypeError, IndexError, np.linalg.LinAlgError) as e:
                 raise _node_error(e, node_id, prim.name) from None
+            if node_id in self.results:
+                names = self.results[node_id]
+                if len(names) != len(result):
+                    raise GraphFormatError(f"node {node_id!r}: op {prim.name!r} has {len(result)} results, but "
+                                           f"`results` names {len(names)}", node=node_id, field="results")
+                for name, one in zip(names, result):
+                    self._check_size(node_id, one)
+                    env[name] = one
+                continue
             self._check_size(node_id, result)
             env[node_id] = result
         outs = [env[o] for o in self.outputs]

@@ -242,6 +242,7 @@ def _value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int], has_a
             raise DifferentiationError(
                 f"grad requires a floating-point output, but the output has dtype {out_aval.dtype}"
             )
+        _refuse_complex("grad", "output", [out_aval.dtype])
         outs, backward = ad.vjp_graph(tf.graph, leaves, wrt, tf.known_values(leaves))
         value = outs[0]
         cts = backward([jnp.ones((), value.dtype)] + [None] * (len(outs) - 1))
@@ -254,6 +255,18 @@ def _value_and_grad(fun: Callable[..., Any], argnums: int | Sequence[int], has_a
         return value, grad_out
 
     return wrapped
+
+
+def _refuse_complex(fname: str, what: str, dtypes_seen: list[Any]) -> None:
+    """As JAX: grad and jacrev need real outputs, jacfwd real inputs (their derivative of a
+    complex value would silently drop its imaginary direction)."""
+    for dtype in dtypes_seen:
+        if np.dtype(dtype).kind == "c":
+            raise DifferentiationError(
+                f"{fname} requires real-valued {what}s, but an {what} has dtype {np.dtype(dtype)}. Differentiate "
+                "a real function of it instead (jnp.real, jnp.imag or jnp.abs of the complex value), or use vjp "
+                "or jvp directly, which follow JAX's convention for complex values."
+            )
 
 
 def _graph_out_aval(graph: Graph, i: int) -> ShapedArray:
@@ -544,6 +557,10 @@ def _trace_for_jacobian(fun: Callable[..., Any], args: tuple, kwargs: dict[str, 
     nums = _normalize_argnums(argnums, len(args), fname)
     tf, leaves, in_tree = trace_function(fun, args, kwargs, nums, has_aux=has_aux)
     wrt = _check_differentiable_inputs(leaves, in_tree, nums, fname, allow_int, named)
+    if fname == "jacrev":
+        _refuse_complex(fname, "output", [tf.graph.outvars[j].aval.dtype for j in range(tf.n_main)])
+    else:
+        _refuse_complex(fname, "input", [x.dtype for x, w in zip(leaves, wrt) if w])
     return tf, leaves, in_tree, wrt, _batched_jacobian(tf, leaves, wrt, "rev" if fname == "jacrev" else "fwd")
 
 

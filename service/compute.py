@@ -25,7 +25,7 @@ from engine.test_util import check_gradients
 from engine.tree_util import tree_flatten, tree_leaves, tree_map, tree_structure, tree_unflatten
 from service import admission, batch_axes, vector_products
 from service.admission import Budget
-from service.errors import InvalidArgument, InvalidRequest, LimitExceededError
+from service.errors import InvalidArgument, InvalidFunction, InvalidRequest, LimitExceededError
 from service.functions import Function
 from service.model_schema import notation
 
@@ -306,6 +306,7 @@ def _predict(function: Function, opts: Options, args: list[Any], budget: Budget,
         admission.check_plan(len(root.eqns) * 4**(order + function.depth), budget, before_optimising=True)
     with element_budget(budget.max_array_elements):
         graph = engine.make_graph(function.fn)(*args)
+    refuse_complex_outputs(graph)
     admission.check_plan(len(graph.eqns) * 4**order, budget, before_optimising=True)
     outs = [tuple(v.aval.shape) for v in graph.outvars]
     if opts.has_aux and outs:
@@ -321,6 +322,17 @@ def _predict(function: Function, opts: Options, args: list[Any], budget: Budget,
     for shape in shapes:
         admission.check_array(shape, f"the {opts.transform} result", budget)
     admission.check_response([(s, np.dtype("float64")) for s in shapes], encoding, budget)
+
+
+def refuse_complex_outputs(graph: Graph) -> None:
+    """Complex values may flow inside a function (jnp.fft), but the wire carries real arrays only
+    (array_codec): a function with a complex output is refused before any work."""
+    for i, v in enumerate(graph.outvars):
+        if v.aval.dtype.kind == "c":
+            raise InvalidFunction(
+                f"output {i} of the function is complex ({v.aval.dtype.name}{list(v.aval.shape)}), and the service "
+                "sends real arrays only. Return its parts instead: real(z) and imag(z), or abs(z).",
+                {"output": i, "dtype": v.aval.dtype.name, "shape": list(v.aval.shape)})
 
 
 def _build(function: Function, opts: Options, inputs: list[Any], nargs: int, budget: Budget) -> Plan:
@@ -347,7 +359,7 @@ def _check(function: Function, opts: Options, args: list[Any], max_elements: int
     inputs = tuple(tree_map(_to_array, a) for a in args)
     with element_budget(max_elements), np.errstate(all="ignore"):
         # Abstract tracing first: shapes and the element budget are checked before computing.
-        engine.make_graph(function.fn)(*inputs)
+        refuse_complex_outputs(engine.make_graph(function.fn)(*inputs))
         results = check_gradients(function.fn, inputs, c["order"], c["modes"], c["atol"], c["rtol"], c["eps"])
     # errors can be NaN or infinite (a function undefined near its point): JSON has them as strings
     report = [{k: _json_float(v) for k, v in r.as_dict().items()} for r in results]

@@ -266,8 +266,9 @@ def test_non_finite_values_are_written_as_strict_json_and_read_back_exactly(enco
 
 
 @pytest.mark.parametrize("spec, error, message", [
-    ("...", InvalidArgumentError, r"ellipsis \('...'\) is not supported"),
-    ("...ij->...ji", InvalidArgumentError, r"ellipsis"),
+    ("..", InvalidArgumentError, r"'\.' appears only as one '\.\.\.' per operand and output"),
+    ("...i...", InvalidArgumentError, r"'\.' appears only as one '\.\.\.'"),
+    ("...ijk", ShapeError, r"operand 0 has 2 dimension\(s\), fewer than the 3"),
     ("ij$", InvalidArgumentError, r"'\$' cannot appear"),
     ("ij->j->i", InvalidArgumentError, r"at most one '->'"),
     ("ij->ii", InvalidArgumentError, r"output subscript\(s\) 'i' appear more than once"),
@@ -283,7 +284,8 @@ def test_malformed_einsum_subscripts_are_typed_engine_errors(spec, error, messag
 
 
 def test_einsum_errors_in_programs_and_graphs():
-    assert refused("einsum('...', x)").kind == "value"
+    assert refused("einsum('..', x)").kind == "value"
+    assert run("einsum('...ij->...ji', x)", jnp.ones((4, 2, 3))).shape == (4, 3, 2)  # '...' since issue 15
     assert isinstance(refused("einsum('ijk', x)"), ExprShapeError)
     for spec, inputs, message in [("ij->ii", ["x"], "repeats a letter"), ("ii->i", ["x"], "repeats a letter"),
                                   ("ij,jk->ik", ["x"], r"names 2 operand\(s\), but the node has 1 input"),

@@ -32,6 +32,7 @@ from hypothesis.extra import numpy as hnp
 import engine
 import engine as jax
 import engine.numpy as jnp
+import engine.scipy.special as special
 from engine import primitives as P
 from engine.errors import DifferentiationError
 from engine.test_util import check_grads
@@ -371,6 +372,83 @@ case("cholesky", lambda m: jnp.linalg.cholesky(m @ m.T + 3.0 * jnp.eye(3, dtype=
      one(arr((3, 3), -1.0, 1.0)), "gram")
 
 
+# Factorisations (engine.primitives_linalg), near matrices with well-separated singular values or
+# eigenvalues (4, 2, 1 / 1, 2.5, 4), perturbed by at most 0.1 per entry so they stay separated;
+# the functions depend on the factors only through sign-free combinations.
+_SEPARATED_TALL = np.array([[4.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+_SEPARATED_UPPER = np.array([[1.0, 0.5, 0.2], [0.0, 2.5, 0.3], [0.0, 0.0, 4.0]])
+
+
+def _near(base: np.ndarray, batch: tuple[int, ...] = ()) -> st.SearchStrategy[tuple]:
+    return one(arr(batch + base.shape, -0.1, 0.1).map(lambda e: base + e))
+
+
+def _svd_sign_free(a: Any) -> Any:
+    u, s, vh = jnp.linalg.svd(a, full_matrices=False)
+    return jnp.sin(u @ vh) * jnp.sum(s ** 3, axis=-1)[..., None, None]
+
+
+def _eig_sign_free(w: Any, v: Any) -> Any:
+    """Free of the eigenvectors' signs and of the eigenvalues' order (eig's may change)."""
+    return jnp.sum(v * v * w[..., None, :] ** 2, axis=-1) + jnp.sum(jnp.sin(w), axis=-1, keepdims=True)
+
+
+case("svd", _svd_sign_free, _near(_SEPARATED_TALL), "tall")
+case("svd", lambda a: _svd_sign_free(jnp.swapaxes(a, -1, -2)), _near(_SEPARATED_TALL, (2,)), "wide-batch")
+case("svd", lambda a: jnp.linalg.svd(a, compute_uv=False), _near(_SEPARATED_TALL), "values")
+case("eigh", lambda a: _eig_sign_free(*jnp.linalg.eigh(a)), _near(np.diag([1.0, 2.5, 4.0])), "3x3")
+case("eigh", lambda a: _eig_sign_free(*jnp.linalg.eigh(a)), _near(np.diag([1.0, 2.5, 4.0]), (2,)), "batch")
+case("eig", lambda a: _eig_sign_free(*jnp.linalg.eig(a)), _near(_SEPARATED_UPPER), "3x3")
+case("qr", lambda a: (lambda q, r: (q * jnp.diagonal(r, axis1=-2, axis2=-1)[..., None, :], r * r))(
+     *jnp.linalg.qr(a)), _near(_SEPARATED_TALL), "tall")
+case("qr", lambda a: (lambda q, r: (q * jnp.diagonal(r, axis1=-2, axis2=-1)[..., None, :]) + r * r)(
+     *jnp.linalg.qr(a, mode="complete")), _near(_SEPARATED_UPPER, (2,)), "square-complete-batch")
+case("pinv", jnp.linalg.pinv, _near(_SEPARATED_TALL), "tall")
+case("pinv", lambda a: jnp.linalg.pinv(a.T), _near(_SEPARATED_TALL), "wide")
+
+
+# Complex values inside real functions (engine.primitives_fft): z = complex(x, y), and the result
+# is read back through real/imag/abs, so finite differences run on real inputs and outputs.
+def _z(x: Any, y: Any) -> Any:
+    from engine.primitives_fft import complex_p
+
+    return complex_p(x, y)
+
+
+case("complex", lambda x, y: jnp.abs(_z(x, y)), SHAPES.flatmap(lambda s: tup(signed(s), signed(s))), "abs")
+case("complex", lambda x, y: jnp.real(_z(x, y) * _z(y, x)), tup(arr((3, 1)), arr((4,))), "broadcast")
+case("real", lambda x, y: jnp.real(_z(x, y) * _z(x, y) * _z(y, 1.0 + x)), tup(arr((2, 3)), arr((2, 3))))
+case("imag", lambda x, y: jnp.imag(_z(x, y) * _z(x, y) * _z(y, 1.0 + x)), tup(arr((2, 3)), arr((2, 3))))
+case("conj", lambda x, y: jnp.imag(jnp.conj(_z(x, y) * _z(y, y)) * _z(x, x * y)), tup(arr((3,)), arr((3,))))
+case("fft", lambda x, y: jnp.real(jnp.fft.fft(_z(x, y), n=5) ** 3), tup(arr((2, 4)), arr((2, 4))), "fft")
+case("fft", lambda x, y: jnp.real(jnp.fft.ifft2(_z(x, y), norm="ortho") ** 2), tup(arr((3, 4)), arr((3, 4))),
+     "ifft2")
+case("fft", lambda x: jnp.imag(jnp.fft.rfft(x, axis=0)) * jnp.real(jnp.fft.rfft(x, axis=0)), one(arr((5, 2))),
+     "rfft")
+case("fft", lambda x, y: jnp.fft.irfft(_z(x, y), n=6) ** 2, tup(arr((2, 4)), arr((2, 4))), "irfft")
+case("fft", lambda x: jnp.sin(jnp.fft.irfftn(jnp.fft.rfftn(x) * jnp.fft.rfftn(x), s=x.shape)),
+     one(arr((3, 3, 2))), "rfftn")
+
+
+# Special functions (engine.primitives_special), inside their domains and away from the kinks of
+# the scaled Bessel functions at 0.
+case("lgamma", special.gammaln, one(arr(lo=0.3, hi=5.0)))
+case("lgamma", special.gammaln, one(off_grid((4,)).map(lambda x: np.where(x < 0, x, x + 0.1))), "negative")
+case("digamma", special.digamma, one(arr(lo=0.3, hi=5.0)))
+case("polygamma", lambda x: special.polygamma(2, x), one(arr(lo=0.5, hi=5.0)), "n=2")
+case("polygamma", lambda x: special.polygamma(np.array([[1], [3]]), x), one(arr((3,), 0.5, 5.0)), "broadcast")
+case("igamma", lambda x: special.gammainc(np.array([0.8, 2.5, 4.0]), x), one(arr((3,), 0.3, 6.0)))
+case("igammac", lambda x: special.gammaincc(2.5, x), one(arr(lo=0.3, hi=6.0)))
+case("erfc", special.erfc, one(arr()))
+case("erf_inv", special.erfinv, one(arr(lo=-0.9, hi=0.9)))
+case("ndtri", special.ndtri, one(arr(lo=0.05, hi=0.95)))
+case("log_ndtr", special.log_ndtr, one(arr(lo=-6.0, hi=6.0)))
+case("bessel_i0", special.i0, one(arr(lo=-3.0, hi=3.0)))
+case("bessel_i1", special.i1, one(arr(lo=-3.0, hi=3.0)))
+case("bessel_i0e", special.i0e, one(signed(lo=0.3, hi=3.0)))
+case("bessel_i1e", special.i1e, one(signed(lo=0.3, hi=3.0)))
+
+
 # custom_vjp: reverse mode only (forward mode through it raises; tested below).
 @jax.custom_vjp
 def _custom_sin_mul(x: Any, y: Any) -> Any:
@@ -584,7 +662,9 @@ NO_GRADIENT = {
     "reduce_or": lambda x: jnp.any(x > 0, axis=-1).astype(jnp.float64),
     "argmax": lambda x: jnp.argmax(x).astype(jnp.float64),
     "argmin": lambda x: jnp.argmin(x, axis=-1).astype(jnp.float64),
+    "argsort": lambda x: jnp.argsort(x, axis=-1).astype(jnp.float64),
     "floor_divide_int": lambda x: (x.astype(jnp.int64) // 2).astype(jnp.float64),
+    "frexp_exponent": lambda x: jnp.frexp(x)[1].astype(jnp.float64),
 }
 
 

@@ -8,11 +8,38 @@ from __future__ import annotations
 
 import numpy as _np
 
+from engine import primitives_special as _primitives_special  # noqa: F401 - registers lgamma, ... (engine.scipy)
 from engine.array import Array
 from engine.numpy import elementwise as _elementwise
-from engine.numpy import linalg
+from engine.numpy import fft, linalg
 from engine.numpy import methods as _methods
 from engine.numpy._base import array, asarray
+from engine.numpy.complex_parts import conj, conjugate, imag, real
+from engine.numpy.construction import (
+    append,
+    array_split,
+    atleast_3d,
+    c_,
+    column_stack,
+    cross,
+    diff,
+    dsplit,
+    fliplr,
+    flipud,
+    hsplit,
+    index_exp,
+    kron,
+    pad,
+    r_,
+    roll,
+    rollaxis,
+    rot90,
+    row_stack,
+    s_,
+    tril,
+    triu,
+    vsplit,
+)
 from engine.numpy.contractions import (
     diag,
     diagonal,
@@ -83,6 +110,21 @@ from engine.numpy.elementwise import (
     true_divide,
     where,
 )
+from engine.numpy.float_functions import (
+    allclose,
+    deg2rad,
+    degrees,
+    fabs,
+    fmax,
+    fmin,
+    frexp,
+    isclose,
+    logaddexp2,
+    nan_to_num,
+    rad2deg,
+    radians,
+    sinc,
+)
 from engine.numpy.reductions import (
     all,
     amax,
@@ -121,6 +163,18 @@ from engine.numpy.shapes import (
     tile,
     transpose,
     vstack,
+)
+from engine.numpy.sorting import (
+    argpartition,
+    argsort,
+    argwhere,
+    flatnonzero,
+    msort,
+    nonzero,
+    partition,
+    select,
+    sort,
+    take_along_axis,
 )
 
 _methods.install()

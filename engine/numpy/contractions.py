@@ -132,11 +132,98 @@ def parse_einsum(subscripts: Any, ndims: Sequence[int]) -> tuple[list[str], str]
     return terms, out
 
 
-def einsum(subscripts: str, *operands: ArrayLike) -> Any:
-    """Einstein summation with explicit or implicit output (no ellipsis)."""
+def _sublist_spec(args: Sequence[Any]) -> tuple[str, list[Any]]:
+    """einsum(op0, sublist0, op1, sublist1, ..., [output sublist]) as a subscript string and the
+    operands. Axis numbers 0-51 become letters in order (A-Z, then a-z), so the implicit output's
+    alphabetical order is their numeric order, as in NumPy; Ellipsis becomes '...'."""
+    def letters(sublist: Any) -> str:
+        if not isinstance(sublist, (list, tuple)):
+            raise InvalidArgumentError(f"einsum: in the sublist form every operand is followed by a list of axis "
+                                       f"numbers, got {type(sublist).__name__}")
+        out = []
+        for axis in sublist:
+            if axis is Ellipsis:
+                out.append("...")
+            elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool) and 0 <= axis < len(_LETTERS):
+                out.append(chr(ord("A") + axis) if axis < 26 else chr(ord("a") + axis - 26))
+            else:
+                raise InvalidArgumentError(f"einsum: sublist entries are axis numbers 0-{len(_LETTERS) - 1} or "
+                                           f"Ellipsis, got {axis!r}")
+        return "".join(out)
+
+    pairs = len(args) // 2
+    operands = [args[2 * k] for k in range(pairs)]
+    spec = ",".join(letters(args[2 * k + 1]) for k in range(pairs))
+    if len(args) % 2:
+        spec += "->" + letters(args[-1])
+    return spec, operands
+
+
+def _expand_ellipsis(subscripts: str, ndims: Sequence[int]) -> str:
+    """A spec with '...' rewritten with letters of its own for the broadcast axes (aligned from the
+    right, as in NumPy); the output is made explicit. Without '->', the broadcast axes come first
+    in the output; with an output that has no '...', they are summed over (as JAX does)."""
+    spec = subscripts.replace(" ", "")
+    if "." not in spec:
+        return spec
+    lhs, arrow, out = spec.partition("->")
+    terms = lhs.split(",")
+    for part in terms + [out]:
+        if part.replace("...", "", 1).count("."):
+            raise InvalidArgumentError(f"einsum {subscripts!r}: '.' appears only as one '...' per operand and output")
+    if len(terms) != len(ndims):
+        raise ShapeError(f"einsum {subscripts!r} names {len(terms)} operand(s), but got {len(ndims)}")
+    ranks = []
+    for k, (term, ndim) in enumerate(zip(terms, ndims)):
+        named = len(term.replace("...", ""))
+        if "..." in term and ndim < named:
+            raise ShapeError(f"einsum {subscripts!r}: operand {k} has {ndim} dimension(s), fewer than the "
+                             f"{named} its subscripts {term!r} name")
+        ranks.append(ndim - named if "..." in term else 0)
+    free = [c for c in _LETTERS if c not in spec]
+    broadcast = max(ranks)
+    if broadcast > len(free):
+        raise InvalidArgumentError(f"einsum {subscripts!r}: too many axes to name with letters")
+    ell = "".join(free[:broadcast])
+    terms = [t.replace("...", ell[broadcast - r:]) for t, r in zip(terms, ranks)]
+    if not arrow:
+        named = "".join(t.replace("...", "") for t in lhs.split(","))
+        out = ell + "".join(sorted(c for c in set(named) if named.count(c) == 1))
+    else:
+        out = out.replace("...", ell)
+    return ",".join(terms) + "->" + out
+
+
+def _squeeze_broadcast(terms: list[str], xs: list[Any]) -> tuple[list[str], list[Any]]:
+    """Operands' axes of size 1 that broadcast against a longer axis of the same letter, removed
+    (with their letter): the primitive needs each letter to have one size."""
+    sizes: dict[str, int] = {}
+    for term, x in zip(terms, xs):
+        for c, n in zip(term, x.shape):
+            if n != 1:
+                sizes[c] = n
+    for k, (term, x) in enumerate(zip(terms, xs)):
+        drop = [i for i, c in enumerate(term) if x.shape[i] == 1 and sizes.get(c, 1) != 1]
+        if drop:
+            xs[k] = squeeze(x, tuple(drop))
+            terms[k] = "".join(c for i, c in enumerate(term) if i not in drop)
+    return terms, xs
+
+
+def einsum(subscripts: Any, *operands: ArrayLike, optimize: Any = "optimal", precision: Any = None) -> Any:
+    """Einstein summation with explicit or implicit output, '...' for broadcast axes, and NumPy's
+    sublist form `einsum(x, [0, 1], y, [1, 2], [0, 2])`. `optimize` and `precision` are accepted
+    for JAX's signature and change nothing: NumPy chooses the contraction order."""
+    if not isinstance(subscripts, str):
+        subscripts, operands = _sublist_spec((subscripts, *operands))
     if not operands:
         raise ShapeError("einsum needs at least one operand after the subscripts")
     xs = promote(*operands)
+    if "." in subscripts:
+        expanded = _expand_ellipsis(subscripts, [x.ndim for x in xs])
+        lhs, _, out = expanded.partition("->")
+        terms, xs = _squeeze_broadcast(lhs.split(","), xs)
+        subscripts = ",".join(terms) + "->" + out
     terms, out = parse_einsum(subscripts, [x.ndim for x in xs])
     # A letter repeated within one operand takes a diagonal; do that first, so the primitive
     # only ever sees distinct letters per operand.

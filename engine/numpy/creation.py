@@ -1,4 +1,4 @@
-"""Array creation: zeros, ones, arange, linspace, eye, ... (always concrete constants)."""
+"""Array creation: zeros, ones, arange, linspace, eye, ... (concrete constants; linspace follows traced bounds)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 
 from engine import dtypes
+from engine import primitives as P
 from engine.array import Array
-from engine.core import check_elements
-from engine.numpy._base import ArrayLike, asarray
-from engine.numpy.shapes import broadcast_to
+from engine.core import Tracer, check_elements
+from engine.numpy._base import ArrayLike, asarray, promote_float
+from engine.numpy.shapes import broadcast_arrays, broadcast_to, concatenate, expand_dims
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -76,10 +77,46 @@ def arange(start: Any, stop: Any = None, step: Any = None, dtype: Any = None) ->
 
 def linspace(start: Any, stop: Any, num: int = 50, endpoint: bool = True, retstep: bool = False,
              dtype: Any = None, axis: int = 0) -> Any:
+    """`num` evenly spaced values from start to stop, along a new `axis` when they are arrays.
+
+    Concrete bounds give NumPy's values; traced ones (under grad, jit, vmap) give
+    start * (1 - t) + stop * t for t = i / (num - 1), as JAX computes it, so the result is
+    differentiable in start and stop.
+    """
+    if int(num) < 0:
+        raise ValueError(f"linspace: the number of samples must be non-negative, got {num}")
     check_elements((int(num),), "linspace")
+    if isinstance(start, Tracer) or isinstance(stop, Tracer):
+        return _traced_linspace(start, stop, int(num), endpoint, retstep, dtype, axis)
     values, step = np.linspace(np.asarray(start), np.asarray(stop), num, endpoint=endpoint, retstep=True, axis=axis)
     target = np.dtype(dtype) if dtype is not None else dtypes.default_float()
+    if target.kind in "iu":
+        values = np.floor(values)  # integers round down, as in NumPy and JAX
     out = _const(values.astype(target))
+    return (out, step) if retstep else out
+
+
+def _traced_linspace(start: Any, stop: Any, num: int, endpoint: bool, retstep: bool, dtype: Any, axis: int) -> Any:
+    lo, hi = promote_float(start, stop)
+    lo, hi = broadcast_arrays(lo, hi)
+    axis = int(axis) % (lo.ndim + 1)
+    divisions = num - 1 if endpoint else num
+    if num == 0:
+        out = expand_dims(lo, axis)[tuple(slice(0, 0) if i == axis else slice(None) for i in range(lo.ndim + 1))]
+    elif divisions == 0:
+        out = expand_dims(lo, axis)
+    else:
+        shape = [1] * (lo.ndim + 1)
+        shape[axis] = divisions
+        fraction = _const((np.arange(divisions) / divisions).astype(lo.dtype).reshape(shape))
+        out = expand_dims(lo, axis) * (1 - fraction) + expand_dims(hi, axis) * fraction
+        if endpoint:
+            out = concatenate([out, expand_dims(hi, axis)], axis)
+    step = (hi - lo) / divisions if divisions else hi * np.nan
+    target = np.dtype(dtype) if dtype is not None else lo.dtype
+    if target.kind in "iu":
+        out = P.floor_p(out)  # integers round down, as in NumPy and JAX
+    out = out if out.dtype == target else asarray(out, target)
     return (out, step) if retstep else out
 
 

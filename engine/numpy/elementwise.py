@@ -17,6 +17,8 @@ import numpy as np
 
 from engine import primitives as P
 from engine.numpy._base import ArrayLike, asarray, promote, promote_float
+from engine.numpy.complex_parts import complex_abs
+from engine.numpy.sorting import nonzero
 from engine.tree_util import tree_map
 
 
@@ -68,6 +70,8 @@ def abs(x: ArrayLike) -> Any:  # noqa: A001 - NumPy's name
     x = asarray(x)
     if x.dtype == np.bool_:
         return x
+    if x.dtype.kind == "c":  # |z| is real: hypot of the parts
+        return complex_abs(x)
     return P.abs_p(x)
 
 
@@ -186,12 +190,15 @@ def arctan2(y: ArrayLike, x: ArrayLike) -> Any:
     return P.atan2_p(y, x)
 
 
-def where(condition: ArrayLike, x: ArrayLike | None = None, y: ArrayLike | None = None) -> Any:
+def where(condition: ArrayLike, x: ArrayLike | None = None, y: ArrayLike | None = None, *, size: int | None = None,
+          fill_value: Any = None) -> Any:
     """Choose x where condition holds, else y. Only the chosen branch receives a cotangent, but a
     NaN derivative inside the other branch still propagates (wrap its input in a where too)."""
+    if x is None and y is None:  # where(condition): nonzero(condition), traced only with a size
+        return nonzero(condition, size=size, fill_value=fill_value)
     if x is None or y is None:
-        raise ValueError("where needs both x and y: the one-argument form's shape depends on "
-                         "values; use jnp.nonzero on a concrete array instead")
+        raise ValueError("where takes one argument (the indices where it holds) or three (condition, x, y), "
+                         "not two: give both x and y")
     c = asarray(condition)
     if c.dtype != np.bool_:
         c = c != np.zeros((), c.dtype)

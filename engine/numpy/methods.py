@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.array import Array
 from engine.core import Tracer
+from engine.numpy import complex_parts as CP
 from engine.numpy import contractions as C
 from engine.numpy import elementwise as E
 from engine.numpy import reductions as R
@@ -56,7 +57,7 @@ METHODS: dict[str, Any] = {
     "transpose": _transpose_method, "swapaxes": S.swapaxes, "squeeze": S.squeeze,
     "astype": _astype, "dot": C.dot, "clip": E.clip, "round": E.round, "take": S.take,
     "repeat": S.repeat, "diagonal": C.diagonal, "trace": C.trace,
-    "conj": lambda self: self, "conjugate": lambda self: self,
+    "conj": CP.conj, "conjugate": CP.conj,
 }
 
 
@@ -79,7 +80,8 @@ PROPERTIES: dict[str, Any] = {
     "T": lambda self: S.transpose(self),
     "mT": lambda self: S.swapaxes(self, -1, -2),
     "at": lambda self: S._IndexUpdateHelper(self),
-    "real": lambda self: self,
+    "real": CP.real,
+    "imag": CP.imag,
 }
 
 

@@ -9,9 +9,22 @@ import numpy as np
 
 from engine import dtypes
 from engine import primitives as P
+from engine.errors import ShapeError
 from engine.numpy._base import ArrayLike, asarray, convert, normalize_axis
 from engine.numpy.elementwise import _as_bool, finite_shift, maximum, minimum, sqrt
 from engine.numpy.shapes import ravel, reshape
+
+
+def _reduction_axes(axis: Any, ndim: int, name: str, scalar_int_axis: bool = True) -> tuple[int, ...]:
+    """The reduced axes, sorted. A 0-d array has no axis, and NumPy refuses one there, except that
+    its ufunc reductions (sum, max, argmax, cumsum, ...) accept a plain 0 or -1 (`scalar_int_axis`);
+    mean, var and std refuse those too."""
+    if ndim == 0 and axis is not None:
+        axes = tuple(axis) if isinstance(axis, (tuple, list)) else None
+        if axes or (axes is None and (not scalar_int_axis or int(axis) not in (0, -1))):
+            raise ShapeError(f"`{name}`: axis {axis} is out of bounds for an array of 0 dimensions; "
+                             "pass axis=None (a 0-d array has no axes)")
+    return normalize_axis(axis, ndim, name)
 
 
 def _keep(result: Any, x_shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Any:
@@ -34,7 +47,7 @@ def _accumulator_dtype(x: Any, dtype: Any) -> np.dtype:
 
 def sum(a: ArrayLike, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
     x = asarray(a)
-    axes = normalize_axis(axis, x.ndim, "sum")
+    axes = _reduction_axes(axis, x.ndim, "sum")
     x = convert(x, _accumulator_dtype(x, dtype))
     return _keep(P.reduce_sum(x, axes), a_shape(x), axes, keepdims)
 
@@ -45,7 +58,7 @@ def a_shape(x: Any) -> tuple[int, ...]:
 
 def prod(a: ArrayLike, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
     x = asarray(a)
-    axes = normalize_axis(axis, x.ndim, "prod")
+    axes = _reduction_axes(axis, x.ndim, "prod")
     x = convert(x, _accumulator_dtype(x, dtype))
     return _keep(_reduce_prod(x, axes), a_shape(x), axes, keepdims)
 
@@ -61,7 +74,7 @@ def mean(a: ArrayLike, axis: Any = None, dtype: Any = None, keepdims: bool = Fal
     x = asarray(a)
     if x.dtype.kind not in "fc":
         x = convert(x, dtypes.default_float())
-    axes = normalize_axis(axis, x.ndim, "mean")
+    axes = _reduction_axes(axis, x.ndim, "mean", scalar_int_axis=False)
     total = sum(x, axis=axes, dtype=dtype, keepdims=keepdims)
     return total / _count(x.shape, axes)
 
@@ -70,7 +83,7 @@ def var(a: ArrayLike, axis: Any = None, dtype: Any = None, ddof: int = 0, keepdi
     x = asarray(a)
     if x.dtype.kind not in "fc":
         x = convert(x, dtypes.default_float())
-    axes = normalize_axis(axis, x.ndim, "var")
+    axes = _reduction_axes(axis, x.ndim, "var", scalar_int_axis=False)
     centred = x - mean(x, axis=axes, keepdims=True)
     squares = sum(centred * centred, axis=axes, dtype=dtype, keepdims=keepdims)
     return squares / (_count(x.shape, axes) - ddof)
@@ -83,7 +96,7 @@ def std(a: ArrayLike, axis: Any = None, dtype: Any = None, ddof: int = 0, keepdi
 def _minmax(prim: P.Primitive, name: str):
     def fn(a: ArrayLike, axis: Any = None, keepdims: bool = False, initial: Any = None) -> Any:
         x = asarray(a)
-        axes = normalize_axis(axis, x.ndim, name)
+        axes = _reduction_axes(axis, x.ndim, name)
         if builtins.any(x.shape[i] == 0 for i in axes) and initial is None:
             raise ValueError(f"`{name}` of an empty array has no identity; pass `initial=`")
         result = prim(x, axes=axes) if axes else x
@@ -104,7 +117,7 @@ amin = min
 def _bool_reduce(prim: P.Primitive, name: str):
     def fn(a: ArrayLike, axis: Any = None, keepdims: bool = False) -> Any:
         x = _as_bool(a)
-        axes = normalize_axis(axis, x.ndim, name)
+        axes = _reduction_axes(axis, x.ndim, name)
         return _keep(prim(x, axes=axes) if axes else x, x.shape, axes, keepdims)
 
     fn.__name__ = name
@@ -118,7 +131,8 @@ any = _bool_reduce(P.reduce_or_p, "any")  # noqa: A001
 def _arg(prim: P.Primitive, name: str):
     def fn(a: ArrayLike, axis: int | None = None, keepdims: bool = False) -> Any:
         x = asarray(a)
-        if axis is None:
+        if axis is None or x.ndim == 0:
+            _reduction_axes(axis, x.ndim, name)
             out = prim(ravel(x), axis=0)
             return reshape(out, (1,) * x.ndim) if keepdims else out
         (ax,) = normalize_axis(axis, x.ndim, name)
@@ -133,11 +147,15 @@ argmin = _arg(P.argmin_p, "argmin")
 
 
 def cumsum(a: ArrayLike, axis: int | None = None, dtype: Any = None) -> Any:
+    """Running sums; a 0-d array's is 1-D, as in NumPy. Unlike sum, small integers keep their dtype
+    (booleans count in the default integer), as in JAX."""
     x = asarray(a)
-    if axis is None:
+    if axis is None or x.ndim == 0:
+        _reduction_axes(axis, x.ndim, "cumsum")
         x, axis = ravel(x), 0
     (ax,) = normalize_axis(axis, x.ndim, "cumsum")
-    return P.cumsum_p(convert(x, _accumulator_dtype(x, dtype)), axis=ax, reverse=False)
+    target = np.dtype(dtype) if dtype is not None else dtypes.default_int() if x.dtype == np.bool_ else x.dtype
+    return P.cumsum_p(convert(x, target), axis=ax, reverse=False)
 
 
 def logsumexp(a: ArrayLike, axis: Any = None, keepdims: bool = False, b: ArrayLike | None = None) -> Any:
@@ -145,7 +163,7 @@ def logsumexp(a: ArrayLike, axis: Any = None, keepdims: bool = False, b: ArrayLi
     x = asarray(a)
     if x.dtype.kind not in "fc":
         x = convert(x, dtypes.default_float())
-    axes = normalize_axis(axis, x.ndim, "logsumexp")
+    axes = _reduction_axes(axis, x.ndim, "logsumexp")
     shift = finite_shift(max(x, axis=axes, keepdims=True)) if axes else finite_shift(x)
     terms = P.exp_p(x - shift)
     if b is not None:

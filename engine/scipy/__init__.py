@@ -1,3 +1,3 @@
 """engine.scipy: the parts of jax.scipy the engine offers."""
 
-from engine.scipy import special  # noqa: F401
+from engine.scipy import special, stats  # noqa: F401

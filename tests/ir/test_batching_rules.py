@@ -98,10 +98,12 @@ CASES.update({
     "stop_gradient": [([real(2, 3)], {})],
     "floor_divide_int": [([integers(2, 3, lo=-9, hi=9), integers(3, lo=1, hi=4)], {})],
     "not": [([boolean(2, 3)], {})], "isfinite": [([real(2, 3)], {})], "isnan": [([real(2, 3)], {})],
+    "frexp_exponent": [([real(2, 3)], {})],
     "reduce_sum": [([real(2, 3, 4)], {"axes": (0, 2)})], "reduce_max": [([real(2, 3, 4)], {"axes": (1,)})],
     "reduce_min": [([real(2, 3, 4)], {"axes": (0, 1, 2)})], "reduce_prod": [([real(2, 3, 4)], {"axes": (2,)})],
     "reduce_and": [([boolean(2, 3)], {"axes": (1,)})], "reduce_or": [([boolean(2, 3)], {"axes": (0,)})],
     "argmax": [([real(2, 3)], {"axis": 1}), ([real(2, 3)], {"axis": -1})],
+    "argsort": [([real(2, 3)], {"axis": 1}), ([real(2, 3)], {"axis": -1}), ([real(4, 3)], {"axis": 0})],
     "argmin": [([real(2, 3)], {"axis": 0})],
     "cumsum": [([real(2, 3)], {"axis": 1, "reverse": True}), ([real(2, 3)], {"axis": 0, "reverse": False})],
     "reshape": [([real(2, 3)], {"shape": (3, 2)})],
@@ -118,11 +120,40 @@ CASES.update({
     "solve": [([spd(3), real(3, 2)], {})],
     "inv": [([spd(3)], {})], "det": [([spd(3)], {})], "logabsdet": [([spd(3)], {})], "det_sign": [([spd(3)], {})],
     "cholesky": [([spd(3)], {})],
+    "svd": [([real(4, 3)], {"full_matrices": False}), ([real(3, 4)], {"full_matrices": True})],
+    "qr": [([real(4, 3)], {"full_matrices": False}), ([real(4, 3)], {"full_matrices": True})],
+    "eigh": [([spd(3)], {})], "eig": [([spd(3)], {})],
+    "pinv": [([real(4, 3), real(lo=1e-6, hi=1e-3)], {}), ([real(2, 3, 4), real(2, lo=1e-6, hi=1e-3)], {})],
 })
 for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
     CASES[_name] = [([real(2, 3), real(3)], {})]
 for _name in ("and", "or", "xor"):
     CASES[_name] = [([boolean(2, 3), boolean(3)], {})]
+
+
+def complex_values(*shape: int) -> Gen:
+    return lambda rng: rng.uniform(-2, 2, shape) + 1j * rng.uniform(-2, 2, shape)
+
+
+CASES.update({  # complex parts and the DFT (engine.primitives_fft)
+    "real": [([complex_values(2, 3)], {})], "imag": [([complex_values(2, 3)], {})],
+    "conj": [([complex_values(2, 3)], {})], "complex": [([real(2, 3), real(3)], {}), ([real(), real(2, 3)], {})],
+    "fft": [([complex_values(2, 4)], {"fft_type": "fft", "fft_lengths": (4,)}),
+            ([complex_values(2, 3, 4)], {"fft_type": "ifft", "fft_lengths": (3, 4)}),
+            ([real(2, 5)], {"fft_type": "rfft", "fft_lengths": (5,)}),
+            ([complex_values(3, 3)], {"fft_type": "irfft", "fft_lengths": (3, 4)})],
+})
+CASES.update({  # special functions (engine.primitives_special)
+    "lgamma": [([positive(2, 3)], {})], "digamma": [([positive(2, 3)], {})], "erfc": [([real(2, 3)], {})],
+    "erf_inv": [([unit(2, 3)], {})], "ndtri": [([real(2, 3, lo=0.1, hi=0.9)], {})],
+    "log_ndtr": [([real(2, 3, lo=-30.0, hi=6.0)], {})],
+    "bessel_i0": [([real(2, 3)], {})], "bessel_i1": [([real(2, 3)], {})], "bessel_i0e": [([real(2, 3)], {})],
+    "bessel_i1e": [([real(2, 3)], {})],
+    # the order n is an integer-valued float operand
+    "polygamma": [([lambda rng: rng.integers(0, 4, (2, 3)).astype(np.float64), positive(3)], {})],
+    "igamma": [([positive(2, 3), positive(3)], {}), ([positive(), real(2, 3, lo=0.0, hi=5.0)], {})],
+    "igammac": [([positive(2, 3), positive(3)], {})],
+})
 # Primitives that call Python code are applied by calling the function on tracers.
 CALLS: dict[str, tuple[list[Gen], Callable[..., Any]]] = {
     "custom_jvp_call": ([real(2, 3)], _softplus),
