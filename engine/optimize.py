@@ -314,14 +314,15 @@ def _scale(form: Form, c: float) -> Form:
     return const * c, {m: k * c for m, k in terms.items()}
 
 
+# Terms that cancel keep their monomial with coefficient 0: it is emitted as `monomial * 0`, which
+# is 0 for a finite monomial and NaN for an infinite or NaN one, so the rewritten graph gives what
+# evaluating the expression as written gives (x - x is NaN for x = inf, not 0).
+
+
 def _sum(a: Form, b: Form, sign: float = 1.0) -> Form:
     terms = dict(a[1])
     for m, k in b[1].items():
-        total = terms.get(m, 0.0) + sign * k
-        if total == 0.0:
-            terms.pop(m, None)
-        else:
-            terms[m] = total
+        terms[m] = terms.get(m, 0.0) + sign * k
     return a[0] + sign * b[0], terms
 
 
@@ -339,11 +340,7 @@ def _distribute(mono: tuple, coeff: float, form: Form) -> Form:
         out[mono] = coeff * const
     for m, k in terms.items():
         key = _monomial_product(mono, m)
-        total = out.get(key, 0.0) + coeff * k
-        if total == 0.0:
-            out.pop(key, None)
-        else:
-            out[key] = total
+        out[key] = out.get(key, 0.0) + coeff * k
     return 0.0, out
 
 

@@ -27,6 +27,7 @@ fails at both points.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -496,6 +497,23 @@ def test_cancelling_terms_compile(  # the optimiser's canonical sums once crashe
             assert float(engine.jit(g)(1.5)) == pytest.approx(float(g(1.5)), abs=1e-12)
     assert float(engine.jit(lambda x: (x - x) ** 2)(1.0)) == 0.0
     assert float(engine.jit(engine.grad(lambda x: (x - x) ** 2 + 3 * x))(1.0)) == 3.0
+
+
+def test_jit_agrees_with_eager_evaluation_on_infinite_and_nan_inputs() -> None:
+    """Cancelled terms keep their NaN: (x - x) is NaN for x = inf under jit too, as evaluated as
+    written (and in JAX), not the 0 of real arithmetic."""
+    programs = [
+        lambda x: (x - x) ** 2,
+        lambda x: (x - x) + 1.0,
+        lambda x: x * 2.0 - 2.0 * x + 3.0,
+        lambda x: (x + 1) * x - x * (x + 1),
+        lambda x: jnp.sin(x) * (x - x) + 1.0,
+    ]
+    for f in programs:
+        for x in (np.inf, -np.inf, np.nan, 1.5, -0.25):
+            with np.errstate(all="ignore"):
+                eager, jitted = float(f(x)), float(engine.jit(f)(x))
+            assert (math.isnan(eager) and math.isnan(jitted)) or eager == jitted, (x, eager, jitted)
 
 
 def test_the_checks_catch_a_wrong_derivative_and_a_wrong_second_derivative() -> None:
