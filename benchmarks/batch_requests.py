@@ -27,18 +27,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import httpx
 import numpy as np
 from _server import free_port, start_server, stop
+from _tutorial import PARAMS, TUTORIAL_EXPR, B, W
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from client import Client  # noqa: E402
 from client._wire import decode_tree, encode_tree  # noqa: E402
 
-TUTORIAL_EXPR = ("z = inputs @ W + b\n"
-                 "preds = 0.5 * (tanh(z / 2) + 1)\n"
-                 "label_probs = preds * targets + (1 - preds) * (1 - targets)\n"
-                 "-sum(log(label_probs))")
-PARAMS = ["W", "b", "inputs", "targets"]
-W = np.array([-0.36838785, -2.275689, 0.01144757])
-B = 0.8535516
 TARGET_SPEEDUP = 20.0
 
 

@@ -34,6 +34,8 @@ import jax
 import numpy as np
 import torch
 from _server import free_port, start_server, stop
+from _tutorial import INPUTS, PARAMS, TARGETS, TUTORIAL_EXPR, W
+from _tutorial import B as _B
 
 jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -41,15 +43,7 @@ from client import Client  # noqa: E402
 from client.jax import remote as jax_remote  # noqa: E402
 from client.torch import remote as torch_remote  # noqa: E402
 
-TUTORIAL_EXPR = ("z = inputs @ W + b\n"
-                 "preds = 0.5 * (tanh(z / 2) + 1)\n"
-                 "label_probs = preds * targets + (1 - preds) * (1 - targets)\n"
-                 "-sum(log(label_probs))")
-PARAMS = ["W", "b", "inputs", "targets"]
-W = np.array([-0.36838785, -2.275689, 0.01144757])
-B = np.array(0.8535516)
-INPUTS = np.array([[0.52, 1.12, 0.77], [0.88, -1.08, 0.15], [0.52, 0.06, -1.30], [0.74, -2.49, 1.39]])
-TARGETS = np.array([1.0, 1.0, 0.0, 1.0])
+B = np.array(_B)  # a 0-d array: what JAX and torch take
 
 
 def timed(fn: Callable[[], Any]) -> float:
