@@ -21,12 +21,24 @@ from pathlib import Path
 import httpx
 import pytest
 
+import engine
+
 # Shared closed forms (tests/closed_forms.py) import as `closed_forms` from every folder, under any
 # --import-mode.
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def x64() -> Iterator[None]:
+    """float64 as the engine's default float for the test (`jax_enable_x64`), restored after.
+    Modules whose every test computes in float64 say `pytestmark = pytest.mark.usefixtures("x64")`."""
+    previous = engine.config.jax_enable_x64
+    engine.config.update("jax_enable_x64", True)
+    yield
+    engine.config.update("jax_enable_x64", previous)
 
 
 def free_port() -> int:

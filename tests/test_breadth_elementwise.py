@@ -19,13 +19,7 @@ import engine.numpy as jnp
 from engine.expr import FUNCTIONS
 from engine.test_util import check_grads
 
-
-@pytest.fixture(autouse=True)
-def _x64():
-    previous = engine.config.jax_enable_x64
-    engine.config.update("jax_enable_x64", True)
-    yield
-    engine.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("x64")  # every test computes in float64 (tests/conftest.py)
 
 
 X = np.array([-1.7, -0.3, 0.45, 1.2, 2.5])

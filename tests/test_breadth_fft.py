@@ -27,13 +27,7 @@ from engine.primitives_fft import complex_p
 from engine.serialize import SCHEMA_PATH, GraphFormatError, graph_to_json, load_graph
 from engine.test_util import check_grads
 
-
-@pytest.fixture(autouse=True)
-def _x64():
-    previous = engine.config.jax_enable_x64
-    engine.config.update("jax_enable_x64", True)
-    yield
-    engine.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("x64")  # every test computes in float64 (tests/conftest.py)
 
 
 # ----------------------------------------------------------------------------- programs and JAX numbers

@@ -17,13 +17,6 @@ from engine.test_util import check_grads
 RNG = np.random.default_rng(15)
 
 
-@pytest.fixture
-def x64():
-    previous = engine.config.jax_enable_x64
-    engine.config.update("jax_enable_x64", True)
-    yield
-    engine.config.update("jax_enable_x64", previous)
-
 
 # ----------------------------------------------------------------------------- einsum
 

@@ -31,13 +31,7 @@ from engine.expr import compile_expression
 from engine.serialize import FORMAT, SCHEMA_PATH, GraphFormatError, GraphFunction, graph_to_json, load_graph
 from engine.test_util import check_grads
 
-
-@pytest.fixture(autouse=True)
-def _x64():
-    previous = engine.config.jax_enable_x64
-    engine.config.update("jax_enable_x64", True)
-    yield
-    engine.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("x64")  # every test computes in float64 (tests/conftest.py)
 
 
 # Inputs: a tall matrix, its transpose (wide), a non-symmetric square matrix whose eigenvalues

@@ -34,12 +34,7 @@ from engine.test_util import check_grads
 REFERENCES = json.loads((Path(__file__).parent / "data" / "special_jax_cases.json").read_text(encoding="utf-8"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _enable_x64():
-    previous = engine.config.jax_enable_x64
-    engine.config.update("jax_enable_x64", True)
-    yield
-    engine.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("x64")  # every test computes in float64 (tests/conftest.py)
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {

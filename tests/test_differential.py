@@ -40,6 +40,8 @@ import engine.numpy as jnp
 import engine.scipy.special  # noqa: F401 - makes engine.scipy.special reachable by path
 import engine.scipy.stats  # noqa: F401 - and engine.scipy.stats
 
+pytestmark = pytest.mark.usefixtures("x64")  # every test computes in float64 (tests/conftest.py)
+
 SHAPE = (3, 3)
 PROGRAMS = 200
 SEED = 20261202
@@ -415,14 +417,6 @@ def check_program(tree: Any, ops: list[tuple[Op, Callable[..., Any]]], rng: np.r
         # (floor, a comparison) between jit and eager: look again a little way off.
         found = discrepancies(f, x + 1e-2 * rng.standard_normal(SHAPE), v)
     return found
-
-
-@pytest.fixture(autouse=True)
-def _x64():
-    previous = engine.config.jax_enable_x64
-    engine.config.update("jax_enable_x64", True)
-    yield
-    engine.config.update("jax_enable_x64", previous)
 
 
 def test_the_table_resolves_the_core_api() -> None:

@@ -49,13 +49,6 @@ from engine.serialize import (
 X5 = np.arange(5.0, dtype=np.float32)
 
 
-@pytest.fixture
-def x64():
-    previous = engine.config.jax_enable_x64
-    engine.config.update("jax_enable_x64", True)
-    yield
-    engine.config.update("jax_enable_x64", previous)
-
 
 def run(source: str, *args: Any, params: tuple[str, ...] = ("x",), limits: Limits | None = None) -> Any:
     return compile_expression(source, list(params), limits or Limits())(*(args or (X5,)))

@@ -23,13 +23,7 @@ from engine.primitives import PRIMITIVES, hypot_p
 from engine.serialize import load_graph
 from engine.test_util import check_grads
 
-
-@pytest.fixture(autouse=True)
-def _x64():
-    previous = engine.config.jax_enable_x64
-    engine.config.update("jax_enable_x64", True)
-    yield
-    engine.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("x64")  # every test computes in float64 (tests/conftest.py)
 
 
 RNG = np.random.default_rng(7)

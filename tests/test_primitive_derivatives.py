@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import engine
 import engine as jax
 import engine.numpy as jnp
 import engine.scipy.special as special
@@ -41,12 +40,7 @@ from engine.tree_util import tree_leaves, tree_structure, tree_unflatten
 F64 = np.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _enable_x64():
-    previous = engine.config.jax_enable_x64
-    engine.config.update("jax_enable_x64", True)
-    yield
-    engine.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("x64")  # every test computes in float64 (tests/conftest.py)
 
 
 SETTINGS = settings(max_examples=15, deadline=None, derandomize=True, database=None,
