@@ -23,6 +23,7 @@ the ratios issue 16 states its goals in. One connection count (8) and one wrk th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -34,11 +35,11 @@ from pathlib import Path
 
 import httpx
 from _server import free_port, stop, wait_until_live
+from _tutorial import B, W
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
-W, B = [-0.36838785, -2.275689, 0.01144757], 0.8535516
-GRAD_BODY = '{"args": [[-0.36838785, -2.275689, 0.01144757], 0.8535516], "argnums": [0, 1]}'
+GRAD_BODY = json.dumps({"args": [W.tolist(), B], "argnums": [0, 1]})  # the tutorial's W and b
 ECHO_BODY = '{"args": [[1.0, 2.0, 3.0]]}'
 
 BARE_ECHO_APP = textwrap.dedent('''
