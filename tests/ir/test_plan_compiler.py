@@ -98,7 +98,7 @@ def test_reuse_needs_the_same_shape_and_dtype_and_one_use_in_the_equation() -> N
     body = lines(compile_plan(g))
     assert body[:2] == ["v2 = v1 * v1", "v3 = v2 + v0"]  # neither 0-d v2 nor input v0 is overwritten
     assert "v4 = u_mul(v3, k0, out=v3)" in body  # wide, of the result's shape and dtype, is
-    assert "v5 = v4 * v4" in body and "v6 = f4(v5)" in body
+    assert "v5 = v4 * v4" in body and "v6 = f4(v5, dtype=t4_0)" in body  # attributes as keywords
     matches_graph(g, compile_plan(g), X, np.float64(1.5))
 
 
@@ -109,7 +109,7 @@ def test_dead_variables_are_deleted_after_their_last_use() -> None:
     u = b.apply(P.reduce_sum_p, t, axes=(0,))
     g = b.graph(b.apply(P.integer_pow_p, u, y=2))
     body = lines(compile_plan(g))
-    assert body.index("del v1") == body.index("v2 = f1(v1)") + 1
+    assert body.index("del v1") == body.index("v2 = f1(v1, axes=t1_0)") + 1
     assert "v3 = v2 * v2" in body  # x ** 2 as a product
     assert not any(line.startswith("del") and "v0" in line for line in body)  # inputs are the caller's
 
