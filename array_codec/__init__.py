@@ -8,6 +8,9 @@ One array travels in one of two forms:
   array's little-endian bytes, exact and fast to decode (and the only form that keeps an
   integer dtype, since plain JSON numbers carry none).
 
+Binary formats (the service's MessagePack bodies) carry the same leaf with the raw bytes as
+`data` (`binary_leaf`, `from_bytes`).
+
 This package holds that format and nothing else: the engine's graph documents
 (engine.serialize), the service's request and response bodies (service.json_trees) and the
 Python client (client._wire) all use it. It depends on NumPy only, so the client, which must
@@ -19,14 +22,15 @@ from __future__ import annotations
 
 import base64
 import math
+import sys
 from typing import Any
 
 import numpy as np
 
 __all__ = [
     "DTYPES", "LENIENT_SPECIAL_FLOATS", "SPECIAL_FLOATS", "ArrayCodecError", "ByteCountMismatch", "ComplexNotSupported",
-    "InvalidBase64", "NestedTooDeep", "UnknownSpecialFloat", "base64_leaf", "encode_array", "from_base64",
-    "little_endian_bytes", "nested_numbers", "replace_special_floats", "special_name",
+    "InvalidBase64", "NestedTooDeep", "UnknownSpecialFloat", "base64_leaf", "binary_leaf", "encode_array",
+    "from_base64", "from_bytes", "little_endian_bytes", "nested_numbers", "replace_special_floats", "special_name",
 ]
 
 # The dtypes an array may have on the wire.
@@ -118,6 +122,17 @@ def base64_leaf(value: Any) -> dict[str, Any]:
                        "data": base64.b64encode(little_endian_bytes(value).tobytes()).decode("ascii")}}
 
 
+def binary_leaf(value: Any) -> dict[str, Any]:
+    """An array as a `{"$array": {dtype, shape, data}}` leaf whose data is its little-endian bytes
+    themselves (a memoryview: no copy for a contiguous array on a little-endian machine), for
+    binary formats."""
+    value = np.asarray(value)
+    if value.dtype.kind == "c":
+        raise ComplexNotSupported(value.dtype)
+    return {"$array": {"dtype": value.dtype.name, "shape": [int(n) for n in value.shape],
+                       "data": memoryview(little_endian_bytes(value))}}
+
+
 def encode_array(value: Any, encoding: str = "json") -> Any:
     """An array in either form: `encoding` "json" (nested lists) or "base64" (a leaf)."""
     return base64_leaf(value) if encoding == "base64" else nested_numbers(value)
@@ -135,6 +150,21 @@ def from_base64(data: Any, shape: list[int], dtype: Any) -> np.ndarray:
     if len(raw) != expected:
         raise ByteCountMismatch(len(raw), expected)
     return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+
+
+def from_bytes(data: Any, shape: list[int], dtype: Any) -> np.ndarray:
+    """The array a binary leaf describes, a read-only view of `data` (bytes or any buffer; no copy
+    on a little-endian machine). Raises ByteCountMismatch; NumPy's own ValueError for a shape it
+    cannot build (the caller has checked the shape's size)."""
+    dtype = np.dtype(dtype)
+    actual = memoryview(data).nbytes
+    expected = math.prod(shape) * dtype.itemsize  # exact: np.prod in int64 wraps around
+    if actual != expected:
+        raise ByteCountMismatch(actual, expected)
+    little = np.frombuffer(data, dtype=dtype.newbyteorder("<"))
+    # The native dtype, not "<f4": equal, but C code reading the buffer's format sees "<f", not "f".
+    native = little.view(dtype) if sys.byteorder == "little" else little.astype(dtype)
+    return native.reshape(shape)
 
 
 def replace_special_floats(data: Any, names: dict[str, float] = SPECIAL_FLOATS, max_depth: int | None = None,

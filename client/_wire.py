@@ -1,22 +1,58 @@
 """What goes over the wire: functions as specs, arguments as JSON pytrees, results back to NumPy.
 
-Shared by the sync and async clients; nothing here does I/O.
+Bodies are JSON, or MessagePack (the same trees, large arrays as raw bytes instead of base64
+text) for a client made with `encoding="msgpack"`. Shared by the sync and async clients;
+nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from array_codec import SPECIAL_FLOATS, base64_leaf, from_base64, nested_numbers, replace_special_floats
+from array_codec import (
+    SPECIAL_FLOATS,
+    base64_leaf,
+    binary_leaf,
+    from_base64,
+    from_bytes,
+    nested_numbers,
+    replace_special_floats,
+)
 
-# Arrays at least this large travel as base64 `$array` leaves (exact and fast to decode).
+# Arrays at least this large travel as `$array` leaves (exact and fast to decode): base64 in
+# JSON, raw bytes in MessagePack.
 BASE64_THRESHOLD = 1024
+MEDIA_TYPES = {"json": "application/json", "msgpack": "application/msgpack"}
+# Set while a MessagePack client builds a body: its $array leaves carry bytes, not base64.
+_BINARY_ARRAYS: ContextVar[bool] = ContextVar("nabla_binary_arrays", default=False)
+
+
+@contextmanager
+def binary_arrays(on: bool) -> Iterator[None]:
+    """Bodies built inside carry their $array leaves' data as bytes (for MessagePack) when `on`."""
+    token = _BINARY_ARRAYS.set(on)
+    try:
+        yield
+    finally:
+        _BINARY_ARRAYS.reset(token)
+
+
+def msgpack_module() -> Any:
+    """The msgpack package, imported when a client first needs it (JSON clients never do)."""
+    try:
+        import msgpack
+    except ImportError:
+        raise ImportError("encoding='msgpack' needs the msgpack package: pip install 'nabla[client]' "
+                          "(or pip install msgpack)") from None
+    return msgpack
 
 
 @dataclass(frozen=True)
@@ -64,7 +100,7 @@ def encode_leaf(x: Any) -> Any:
         raise TypeError(f"cannot send a value of type {type(x).__name__} as an array")
     if arr.size >= BASE64_THRESHOLD or arr.dtype.kind in "iu":
         # Integers keep their dtype only as $array leaves (plain JSON numbers become floats).
-        return base64_leaf(arr)
+        return binary_leaf(arr) if _BINARY_ARRAYS.get() else base64_leaf(arr)
     return nested_numbers(arr)
 
 
@@ -88,6 +124,9 @@ def encode_tree(tree: Any) -> Any:
 def decode_leaf(obj: Any) -> np.ndarray:
     if isinstance(obj, dict) and "$array" in obj:
         spec = obj["$array"]
+        if isinstance(spec["data"], (bytes, bytearray, memoryview)):  # a MessagePack answer
+            # a copy: the view of the answer's bytes is read-only, and arrays handed out are not
+            return from_bytes(spec["data"], spec["shape"], spec["dtype"]).copy()
         return from_base64(spec["data"], spec["shape"], spec["dtype"])
     if isinstance(obj, (str, list)):
         return np.asarray(replace_special_floats(obj))

@@ -64,7 +64,15 @@ def base64_bytes(shape: Sequence[int], dtype: np.dtype) -> int:
     return 4 * math.ceil(elements(shape) * np.dtype(dtype).itemsize / 3) + _BASE64_OVERHEAD + 21 * len(shape)
 
 
+def binary_bytes(shape: Sequence[int], dtype: np.dtype) -> int:
+    """A MessagePack bin leaf: the array's bytes and the same wrapper as a base64 leaf's."""
+    return nbytes(shape, dtype) + _BASE64_OVERHEAD + 9 * len(shape)
+
+
 def encoded_bytes(shape: Sequence[int], dtype: np.dtype, encoding: str) -> int:
+    """`encoding`: "json" (nested lists), "base64" or "binary" (the leaves of MessagePack answers)."""
+    if encoding == "binary":
+        return binary_bytes(shape, dtype)
     return base64_bytes(shape, dtype) if encoding == "base64" else json_bytes(shape, dtype)
 
 
@@ -84,7 +92,7 @@ def check_response(results: Sequence[tuple[Sequence[int], np.dtype]], encoding: 
     """The predicted response size; refused when over budget. Returns it for the memory check."""
     total = sum(encoded_bytes(shape, dtype, encoding) for shape, dtype in results)
     if total > budget.max_response_bytes:
-        advice = ("ask for a smaller result" if encoding == "base64" else
+        advice = ("ask for a smaller result" if encoding in ("base64", "binary") else
                   "use \"encoding\": \"base64\" (about 3x smaller for float64) or ask for a smaller result")
         raise refuse(f"the {encoding}-encoded response would take up to this many bytes", total,
                      budget.max_response_bytes, "NABLA_MAX_RESPONSE_BYTES", advice)
@@ -104,20 +112,22 @@ def check_plan(operations: int, budget: Budget, before_optimising: bool = False)
                      "ask for a lower order, or a shorter function")
 
 
-def check_parse(values: int, members: int, body_bytes: int, budget: Budget) -> None:
+def check_parse(values: int, members: int, body_bytes: int, budget: Budget, form: str = "JSON") -> None:
     """Before parsing: object members (key: value pairs) are the costliest JSON to parse, in one
     call that holds the interpreter (a dict of 1e6 keys takes about 0.7 s); a request needs at
-    most a graph's worth of them plus one per argument leaf."""
+    most a graph's worth of them plus one per argument leaf. `form`: the body's format, "JSON"
+    or "MessagePack" (whose values and map entries are counted the same way)."""
     if members > budget.max_json_members:
-        raise refuse(f"the JSON body ({body_bytes} bytes) has this many object members (key: value pairs)", members,
+        raise refuse(f"the {form} body ({body_bytes} bytes) has this many object members (key: value pairs)", members,
                      budget.max_json_members, "NABLA_MAX_LEAVES",
                      "send arrays rather than objects of many keys (the bound is 8 x NABLA_MAX_GRAPH_NODES + "
                      "2 x NABLA_MAX_LEAVES)")
     predicted = values * PARSED_VALUE_BYTES
     if predicted > budget.max_request_bytes:
-        raise refuse(f"the JSON body ({body_bytes} bytes) holds about {values} values, which would take this many "
+        raise refuse(f"the {form} body ({body_bytes} bytes) holds about {values} values, which would take this many "
                      "bytes once parsed", predicted, budget.max_request_bytes, "NABLA_MAX_REQUEST_BYTES",
-                     "send large arrays as base64 $array leaves")
+                     "send large arrays as base64 $array leaves" if form == "JSON" else
+                     "send large arrays as $array leaves with bin data")
 
 
 def check_memory(input_bytes: int, peak_bytes: int, result_bytes: int, response_bytes: int, budget: Budget) -> None:

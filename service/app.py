@@ -10,6 +10,7 @@ keeps the connection usable.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 import orjson
@@ -26,8 +28,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from service import __version__, oip, playground, umbridge
+from service import __version__, msgpack_codec, oip, playground, umbridge
 from service import responses as R
 from service import schemas as S
 from service.builtin_models import BUILTIN_MODELS
@@ -44,6 +47,7 @@ from service.errors import (
     UnsupportedMediaType,
     retry_after,
 )
+from service.inline import NeedsWorker
 from service.logs import JsonLogFormatter, configure_logging
 from service.pipeline import Call, Pipeline, Reply
 from service.requests import TRANSFORMS
@@ -70,8 +74,10 @@ class RequestContextMiddleware:
     (pure ASGI: cheap, and it sees every request, matched or not)."""
 
     def __init__(self, app: Any, settings: Settings, pipeline: Pipeline,
-                 error_forms: dict[str, Callable[[Reply], Reply]] | None = None) -> None:
+                 error_forms: dict[str, Callable[[Reply], Reply]] | None = None,
+                 direct: DirectRoutes | None = None) -> None:
         self.app = app
+        self.direct = direct
         # path prefix -> the error body of the protocol served there (OIP's differs from /v1's)
         self.error_forms = error_forms or {}
         self.max_body = settings.max_body_bytes
@@ -96,11 +102,18 @@ class RequestContextMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
+        route = None
         try:
             length = incoming.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 raise _BodyTooLarge(int(length))
-            await self.app(scope, self._limited(receive, time.monotonic() + self.body_timeout_s), send_with_id)
+            limited = self._limited(receive, time.monotonic() + self.body_timeout_s)
+            direct = self.direct.match(scope) if self.direct is not None else None
+            if direct is None:
+                await self.app(scope, limited, send_with_id)
+            else:
+                route, handler, fields = direct
+                await handler(scope, incoming, limited, send_with_id, request_id, **fields)
         except Exception as e:  # noqa: BLE001 - whatever escapes still gets a JSON answer
             if not state["started"]:
                 error = self._as_api_error(e)
@@ -114,12 +127,14 @@ class RequestContextMiddleware:
                         reply = form(reply)
                 await _send_reply(send_with_id, reply)
         ms = elapsed_ms(start)
-        route = getattr(scope.get("route"), "path", None)
+        if route is None:
+            route = getattr(scope.get("route"), "path", None)
         if route is None:  # the docs and schema routes are plain Starlette routes, set no "route"
             route = scope["path"] if scope["path"] in self.static_paths else "unmatched"
         self.pipeline.metrics.observe_request(scope["method"], route, state["status"], ms / 1000)
-        log.info("request", extra={"request_id": request_id, "method": scope["method"][:16],
-                                   "path": scope["path"][:256], "status": state["status"], "ms": ms})
+        if log.isEnabledFor(logging.INFO):
+            log.info("request", extra={"request_id": request_id, "method": scope["method"][:16],
+                                       "path": scope["path"][:256], "status": state["status"], "ms": ms})
 
     def _limited(self, receive: Any, deadline: float) -> Callable[[], Any]:
         received = 0
@@ -149,15 +164,87 @@ class RequestContextMiddleware:
         return e  # the pipeline logs it as a bug
 
 
+class DirectRoutes:
+    """The compute routes (`POST /v1/{transform}`, `POST /v1/models/{name}/{transform}`) and the
+    echo, served straight from the middleware: a dictionary lookup instead of Starlette's route
+    scan, no Request object and no dependency solving. Each of these costs about as much CPU as
+    computing a small gradient, and these routes are the ones called in loops. FastAPI still
+    declares them (their handlers share `compute` below), so the OpenAPI document is unchanged."""
+
+    def __init__(self, lanes: Lanes, authorize: Callable[[str | None], None],
+                 accepts: Callable[[str], None]) -> None:
+        self.lanes = lanes
+        self.authorize = authorize  # raises Unauthorized; the bearer token, or None when absent
+        self.accepts = accepts  # raises UnsupportedMediaType; the content type
+        self.transforms = {f"/v1/{t}": t for t in TRANSFORMS}
+
+    def match(self, scope: dict) -> tuple[str, Callable[..., Any], dict[str, Any]] | None:
+        if scope["method"] != "POST":
+            return None
+        path = scope["path"]
+        transform = self.transforms.get(path)
+        if transform is not None:
+            return path, self.compute, {"transform": transform, "model": None}
+        if path == "/v1/echo":
+            return path, self.echo, {}
+        if path.startswith("/v1/models/"):
+            name, slash, transform = path[len("/v1/models/"):].partition("/")
+            if slash and name and transform and "/" not in transform:
+                known = transform in TRANSFORMS  # route labels come from a fixed set (metrics)
+                route = "/v1/models/{name}/" + (transform if known else "{transform}")
+                return route, self.compute, {"transform": transform, "model": name}
+        return None
+
+    async def compute(self, scope: dict, headers: dict[bytes, bytes], receive: Any, send: Any, request_id: str,
+                      transform: str, model: str | None) -> None:
+        body = await self._body(scope, headers, receive)
+        call = Call("compute", body, transform=transform, model=model, request_id=request_id,
+                    **msgpack_codec.call_formats(headers.get(b"content-type", b"").decode("latin-1"),
+                                                 headers.get(b"accept", b"").decode("latin-1")))
+        await _send_reply(send, await self.lanes.reply(call))
+
+    async def echo(self, scope: dict, headers: dict[bytes, bytes], receive: Any, send: Any, request_id: str) -> None:
+        body = await self._body(scope, headers, receive)
+        await _send_reply(send, Reply(200, body))
+
+    async def _body(self, scope: dict, headers: dict[bytes, bytes], receive: Any) -> bytes:
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        self.authorize(authorization[7:].strip() if authorization[:7].lower() == "bearer " else None)
+        if scope.get("query_string"):
+            unknown = sorted({k for k, _ in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)})
+            raise InvalidRequest(f"unknown query parameter(s) {unknown}; this route takes none",
+                                 {"query": unknown, "allowed": []})
+        self.accepts(headers.get(b"content-type", b"").decode("latin-1"))
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 async def _send_reply(send: Any, reply: Reply) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(reply.body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
+    headers = [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
+    if not any(k == b"content-type" for k, _ in headers):  # JSON unless the reply says (MessagePack)
+        headers.append((b"content-type", b"application/json"))
+    headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
 
 
 def _response(reply: Reply) -> Response:
     return Response(reply.body, status_code=reply.status, headers=reply.headers, media_type="application/json")
+
+
+# A plan is repeated in this process (to be computed inline next time) only if building and running
+# it in a worker took at most this; the build's thread then shares the interpreter with the event
+# loop (in turns of sys.getswitchinterval(), 5 ms) for about as long.
+_WARM_MAX_S = 0.25
+# At most this share of each window of the event loop's time goes to computing requests inline.
+_INLINE_WINDOW_S = 0.025
+_INLINE_SHARE = 0.8
 
 
 class Lanes:
@@ -176,13 +263,29 @@ class Lanes:
         # Threads are bounded by the two lanes; a pool of our own keeps anyio's shared default
         # pool (used by other code in the process) out of the picture.
         self.threads = anyio.CapacityLimiter(settings.compute_threads + 4)
+        self.inline_max_body = settings.inline_max_body_bytes
+        self._warming: asyncio.Task | None = None
+        self._inline_window, self._inline_spent = 0.0, 0.0
 
     async def run(self, call: Call) -> Response:
         return _response(await self.reply(call))
 
     async def reply(self, call: Call) -> Reply:
         """The pipeline's answer to a call, once a slot of its lane is free (every protocol
-        adapter goes through here, so all share one queue and one set of limits)."""
+        adapter goes through here, so all share one queue and one set of limits). A small
+        compute call whose function and plan are cached here and cheap is answered at once, on
+        the event loop (service.inline)."""
+        warm, slow_plan = False, None
+        if call.operation == "compute" and len(call.body) <= self.inline_max_body and self._inline_time_left():
+            started = time.perf_counter()
+            try:
+                reply = self.pipeline.handle_inline(call)
+                self.pipeline.metrics.observe_answered("inline")
+                return reply
+            except NeedsWorker as e:
+                warm, slow_plan = e.warm and self.workers is not None, e.plan
+            finally:
+                self._inline_spent += time.perf_counter() - started
         heavy = call.operation in ("compute", "shapes", "register", "graph")
         limiter = self.compute if heavy else self.registry
         if heavy and limiter.statistics().tasks_waiting >= self.queue:
@@ -199,11 +302,41 @@ class Lanes:
                 reply = await anyio.to_thread.run_sync(self.pipeline.handle, call, limiter=self.threads)
         finally:
             limiter.release()
+        if call.operation == "compute":
+            self.pipeline.metrics.observe_answered("thread" if self.workers is None else "worker")
         if call.operation in ("register", "delete_model") and reply.status < 300:
             self.pipeline.resolver.forget()
             if self.workers is not None:
                 self.workers.registry_changed()
+        if reply.plan_s is not None:
+            build_s, run_s = reply.plan_s
+            if slow_plan is not None and self.workers is not None:
+                slow_plan.run_s = run_s
+            if warm and reply.status < 300 and build_s + run_s <= _WARM_MAX_S:
+                self._warm(call)
         return reply
+
+    def _inline_time_left(self) -> bool:
+        """Whether the event loop may compute one more request inline now. A burst of small
+        requests arrives all at once, and the loop would compute every one of them before it
+        reads the next /livez poll: inline work is capped at _INLINE_SHARE of every
+        _INLINE_WINDOW_S, and the rest of a burst goes to the workers."""
+        now = time.perf_counter()
+        if now - self._inline_window > _INLINE_WINDOW_S:
+            self._inline_window, self._inline_spent = now, 0.0
+        return self._inline_spent < _INLINE_SHARE * _INLINE_WINDOW_S
+
+    def _warm(self, call: Call) -> None:
+        """Answer `call` once more, in a thread of this process, for its function and plan to be
+        cached here: the next such call is computed inline. One at a time; the worker has just
+        shown that building and running its plan takes under _WARM_MAX_S."""
+        if self._warming is not None and not self._warming.done():
+            return
+
+        async def warm() -> None:
+            await anyio.to_thread.run_sync(self.pipeline.warm, call, limiter=self.threads)
+
+        self._warming = asyncio.get_running_loop().create_task(warm())
 
     def _in_worker(self, call: Call) -> Reply:
         reply, events = self.workers.call(call, self.pipeline.error_reply)  # type: ignore[union-attr]
@@ -261,8 +394,6 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.workers = workers
     app.router.redirect_slashes = False  # /v1/grad/ is a JSON 404, not an empty 307
     lanes = Lanes(settings, pipeline, workers)
-    app.add_middleware(RequestContextMiddleware, settings=settings, pipeline=pipeline,
-                       error_forms={oip.PREFIX + "/": oip.in_oip_form})
     S.install_openapi(app, keyed=bool(settings.api_key_set or settings.admin_key_set))
 
     def request_id(request: Request) -> str:
@@ -303,15 +434,19 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     def _matches(key: str | None, allowed: frozenset[str]) -> bool:
         return key is not None and any(secrets.compare_digest(key.encode(), k.encode()) for k in allowed)
 
-    def require_key(request: Request) -> None:
+    def authorize(key: str | None) -> None:
+        """Any valid key, when the server has keys (`key` is the bearer token, None if absent)."""
         if not keys and not admin_keys:
             return
-        key = _bearer(request)
         if key is None:
             raise Unauthorized("this server requires an API key: send `Authorization: Bearer <key>`",
                                headers={"WWW-Authenticate": "Bearer"})
         if not (_matches(key, keys) or _matches(key, admin_keys)):
             raise Unauthorized("the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+
+    def require_key(request: Request) -> None:
+        if keys or admin_keys:
+            authorize(_bearer(request))
 
     def require_admin(request: Request) -> None:
         require_key(request)
@@ -320,12 +455,15 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         if not admin_keys and keys:
             raise Forbidden("registering and deleting models is disabled: no admin keys are configured")
 
-    async def json_body(request: Request) -> bytes:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip()
-        if not _JSON_TYPE.fullmatch(content_type):
+    def accept_json(content_type: str) -> None:
+        media_type = content_type.split(";")[0].strip()
+        if not _JSON_TYPE.fullmatch(media_type) and msgpack_codec.media_type(media_type) is None:
             raise UnsupportedMediaType(
-                f"the body must be JSON: send `Content-Type: application/json` (got {content_type[:80]!r})",
-                {"content_type": content_type[:80], "expected": "application/json"})
+                f"the body must be JSON: send `Content-Type: application/json` (got {media_type[:80]!r})",
+                {"content_type": media_type[:80], "expected": "application/json"})
+
+    async def json_body(request: Request) -> bytes:
+        accept_json(request.headers.get("content-type", ""))
         return await request.body()
 
     def call(request: Request, operation: str, body: bytes = b"", query: frozenset[str] = frozenset(),
@@ -335,7 +473,13 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             raise InvalidRequest(f"unknown query parameter(s) {unknown}" + (
                 f"; this route takes {sorted(query)}" if query else "; this route takes none"),
                 {"query": unknown, "allowed": sorted(query)})
-        return Call(operation, body, request_id=request_id(request), query=dict(request.query_params), **fields)
+        return Call(operation, body, request_id=request_id(request), query=dict(request.query_params),
+                    **msgpack_codec.call_formats(request.headers.get("content-type"), request.headers.get("accept")),
+                    **fields)
+
+    app.add_middleware(RequestContextMiddleware, settings=settings, pipeline=pipeline,
+                       error_forms={oip.PREFIX + "/": oip.in_oip_form},
+                       direct=DirectRoutes(lanes, authorize, accept_json))
 
     # ------------------------------------------------------------------ compute routes
 

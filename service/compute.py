@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from service import admission, batch_axes, vector_products
 from service.admission import Budget
 from service.errors import InvalidArgument, InvalidFunction, InvalidRequest, LimitExceededError
 from service.functions import Function
+from service.inline import needs_worker
 from service.model_schema import notation
 
 TRANSFORMS = ("value", "grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "check_grads")
@@ -201,6 +202,26 @@ class Plan:
     peak_bytes: int  # most intermediate bytes alive at once
     results: list[tuple[tuple[int, ...], np.dtype]]  # shape and dtype of each output
     size_bytes: int  # what keeping it in the cache costs
+    build_s: float = 0.0  # what tracing, optimising and compiling it took
+    # (encoding, input bytes) pairs admitted already: admission depends on nothing else
+    admitted: set[tuple[str, int]] = field(default_factory=set)
+
+    @functools.cached_property
+    def dtype(self) -> str | None:
+        """The dtype the result is computed in: its first float output's, else its first output's."""
+        dtypes = [d for _, d in self.results]
+        floats = [d for d in dtypes if d.kind == "f"]
+        return (floats or dtypes)[0].name if dtypes else None
+    run_s: float = float("inf")  # its slowest recent run here, in seconds (service.inline)
+
+    def timed_run(self, values: list[Any]) -> list[Any]:
+        start = time.perf_counter()
+        outs = self.run(values)
+        seconds = time.perf_counter() - start
+        # The slowest of the recent runs, decaying slowly: one run that happened to be fast does
+        # not make a plan look cheap.
+        self.run_s = seconds if self.run_s == float("inf") else max(seconds, 0.9 * self.run_s)
+        return outs
 
 
 class PlanCache:
@@ -248,14 +269,17 @@ class Outcome:
     graph_nodes: int | None
     cache_hit: bool
     examples: int | None = None  # the batch size, with in_axes
+    plan_s: tuple[float, float] | None = None  # seconds building its plan took, and its runs take
+    dtype: str | None = None  # as Plan.dtype
 
 
 def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *, plans: PlanCache,
-        budget: Budget, encoding: str) -> Outcome:
+        budget: Budget, encoding: str, inline_max_s: float = 0.0) -> Outcome:
     """Admit and compute a transform. `extra` holds tangents (jvp) or the cotangent (vjp).
 
     Runs inside the request's deadline (engine.core.deadline); every refusal happens before the
-    work it predicts."""
+    work it predicts. Inline (service.inline), only a cached plan whose runs here took at most
+    `inline_max_s` is run."""
     nargs = len(args)
     if nargs != len(function.params):
         raise InvalidRequest(
@@ -264,6 +288,7 @@ def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *,
     if opts.transform in ("grad", "value_and_grad", "jacobian", "hessian", "hvp"):
         check_argnums(opts, nargs)
     if opts.transform == "check_grads":
+        needs_worker("check_grads has no compiled plan", warm=False)
         return _check(function, opts, args, budget.max_array_elements)
     examples = None  # the batch size, with in_axes
     if opts.in_axes is not None:
@@ -277,20 +302,29 @@ def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *,
     plan = plans.get(key)
     hit = plan is not None
     if plan is None:
+        needs_worker("no compiled plan for this signature in this process yet")
         if examples is None:
             _predict(function, opts, inputs[:nargs], budget, encoding, inputs[nargs:])
         else:  # the function's shapes are one example's; every result gains the batch axis
             _predict(function, opts, batch_axes.examples(opts.in_axes, args), budget, encoding, examples=examples)
+        built = time.perf_counter()
         plan = _build(function, opts, inputs, nargs, budget)
+        plan.build_s = time.perf_counter() - built
     input_bytes = sum(x._value.nbytes for x in leaves)
-    result_bytes = sum(admission.nbytes(shape, dtype) for shape, dtype in plan.results)
-    response_bytes = admission.check_response(plan.results, encoding, budget)
-    admission.check_memory(input_bytes, plan.peak_bytes, result_bytes, response_bytes, budget)
+    if (encoding, input_bytes) not in plan.admitted:
+        result_bytes = sum(admission.nbytes(shape, dtype) for shape, dtype in plan.results)
+        response_bytes = admission.check_response(plan.results, encoding, budget)
+        admission.check_memory(input_bytes, plan.peak_bytes, result_bytes, response_bytes, budget)
+        plan.admitted.add((encoding, input_bytes))
+    if hit and plan.run_s > inline_max_s:
+        # The worker's runs of this plan, which answer the call, then tell how long it takes here.
+        needs_worker("this plan's runs take longer than NABLA_INLINE_MAX_MS", warm=False, plan=plan)
     if not hit:
         plans.put(key, plan)
-    outs = [Array(o) for o in plan.run([x._value for x in leaves])]
+    outs = [Array(o) for o in plan.timed_run([x._value for x in leaves])]
     result = tree_unflatten(plan.out_tree, outs)
-    return Outcome(result_structure(result, opts), plan.graph.num_nodes, hit, examples)
+    return Outcome(result_structure(result, opts), plan.graph.num_nodes, hit, examples, (plan.build_s, plan.run_s),
+                   plan.dtype)
 
 
 def _predict(function: Function, opts: Options, args: list[Any], budget: Budget, encoding: str,

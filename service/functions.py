@@ -40,6 +40,7 @@ from service.errors import (
     LimitExceededError,
     NotFound,
 )
+from service.inline import needs_worker
 from service.json_trees import TreeBudget, decode_tree, encode_tree
 from service.model_schema import notation
 from service.store import ModelRecord, Registry
@@ -263,6 +264,7 @@ class FunctionResolver:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
+        needs_worker("the function is not resolved in this process yet")
         fn = build()
         with self._lock:
             self._cache[key] = fn
@@ -348,6 +350,7 @@ class FunctionResolver:
         with self._lock:
             if name in self._latest:
                 return self._latest[name]
+        needs_worker("the model's latest version is not known in this process yet")
         version = self.registry.latest_version(name)
         with self._lock:
             self._latest[name] = version
@@ -357,6 +360,7 @@ class FunctionResolver:
         now = time.monotonic()
         if now - self._checked_at < self.refresh_s:
             return
+        needs_worker("this process's view of the registry is due for a refresh")
         generation = self.registry.generation()
         with self._lock:
             self._checked_at = now

@@ -5,7 +5,12 @@ object is a dict; any other list is a list; null is None; `{"$array": {"dtype", 
 "data": "<base64 of little-endian bytes>"}}` is an array leaf of an explicit dtype (the fast
 path for large arrays, and the way to send integers). JSON numbers become the request's float
 dtype. NaN and infinities are the strings "NaN", "Infinity" and "-Infinity" inside numeric
-arrays; base64 carries them bit for bit.
+arrays; base64 carries them bit for bit. A MessagePack body (service.msgpack_codec) decodes to
+the same trees, with a leaf's data as bytes: those are viewed in place, not copied.
+
+A large list of numbers costs no Python step per number: the depth check collects its
+elements' types at C speed, or converts it to an array outright (which decoding then takes),
+and answers write float arrays with orjson, a block at a time.
 
 Both directions work in chunks with a deadline check between them: a large array is converted
 (or written) a block of rows at a time, so one request never holds the interpreter for long and
@@ -29,6 +34,7 @@ from array_codec import (
     InvalidBase64,
     encode_array,
     from_base64,
+    from_bytes,
     little_endian_bytes,
     replace_special_floats,
     special_name,
@@ -57,6 +63,8 @@ class TreeBudget:
         self.total = 0
         self.leaves = 0
         self.bytes = 0
+        # Large numeric lists already converted by the depth check, by id, for decoding to take.
+        self.converted: dict[int, np.ndarray] = {}
 
     def take(self, size: int, where: str) -> None:
         if size > self.max_array:
@@ -84,7 +92,7 @@ class TreeBudget:
                                       "maximum": self.max_leaves})
 
 
-def _depth_ok(obj: Any, max_depth: int, where: str) -> None:
+def _depth_ok(obj: Any, max_depth: int, where: str, converted: dict[int, np.ndarray]) -> None:
     stack = [(obj, 0)]
     while stack:
         node, depth = stack.pop()
@@ -92,11 +100,34 @@ def _depth_ok(obj: Any, max_depth: int, where: str) -> None:
             raise LimitExceededError(f"{where}: nested more than {max_depth} levels deep (NABLA_MAX_DEPTH)",
                                      {"path": where, "limit": "NABLA_MAX_DEPTH", "requested": depth,
                                       "maximum": max_depth})
-        if isinstance(node, list):
-            # Deep numeric arrays are checked by shape later; only descend into lists of containers.
-            stack.extend((child, depth + 1) for child in node if isinstance(child, (list, dict)))
-        elif isinstance(node, dict):
-            stack.extend((child, depth + 1) for child in node.values() if isinstance(child, (list, dict)))
+        if isinstance(node, list) and len(node) >= _CONVERT_FIRST:
+            # A large list is most likely an array: converted now, it needs no walk (a rectangular
+            # list of k dimensions nests k - 1 lists deeper), and decoding takes the array.
+            arr = _numeric_array(node)
+            if arr is not None and depth + arr.ndim - 1 <= max_depth:
+                converted[id(node)] = arr
+                continue
+        # Only descend into containers. The types are collected at C speed first: a list of
+        # numbers has none to descend into.
+        children = node if isinstance(node, list) else node.values() if isinstance(node, dict) else ()
+        if not _CONTAINER_TYPES.isdisjoint(map(type, children)):
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (list, dict)))
+
+
+# What a parsed body's containers are (json and msgpack build exactly these types).
+_CONTAINER_TYPES = frozenset({list, dict})
+# Lists at least this long are converted to arrays by the depth check.
+_CONVERT_FIRST = 1024
+
+
+def _numeric_array(obj: list[Any]) -> np.ndarray | None:
+    """A list as an array of numbers or booleans (any number of dimensions), or None: a list
+    holding anything else (objects, strings, ragged lists) is not one."""
+    try:
+        arr = _as_array(obj)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return arr if arr.dtype.kind in "biuf" else None
 
 
 def decode_array(spec: Any, where: str, budget: TreeBudget) -> np.ndarray:
@@ -118,10 +149,13 @@ def decode_array(spec: Any, where: str, budget: TreeBudget) -> np.ndarray:
                                                             "requested": len(shape), "maximum": budget.max_dimensions})
     size = math.prod(shape)  # exact: np.prod in int64 wraps around for shapes like [2**32, 2**32]
     budget.take(size, where)
-    if not isinstance(data, str):
-        raise InvalidArgument(f"{where}: $array data must be a base64 string", {"path": where})
+    binary = isinstance(data, (bytes, bytearray, memoryview))  # a binary (MessagePack) body's bin
+    if not binary and not isinstance(data, str):
+        raise InvalidArgument(f"{where}: $array data must be a base64 string (or bin bytes in a MessagePack body)",
+                              {"path": where})
     try:
-        return from_base64(data, shape, dtype_name)
+        # bin data is viewed in place: a read-only array, which the engine never writes to
+        return from_bytes(data, shape, dtype_name) if binary else from_base64(data, shape, dtype_name)
     except InvalidBase64:
         raise InvalidArgument(f"{where}: data is not valid base64", {"path": where}) from None
     except ByteCountMismatch as e:
@@ -148,7 +182,9 @@ def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudge
     if not isinstance(obj, list):
         return None
     try:
-        arr = _as_array(obj)
+        arr = budget.converted.pop(id(obj), None)
+        if arr is None:
+            arr = _as_array(obj)
     except (ValueError, TypeError, RecursionError):
         return None  # ragged: a list of subtrees
     if arr.ndim > budget.max_dimensions:
@@ -188,6 +224,8 @@ def _as_dtype(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
             raise InvalidArgument(f"{where}: a number is outside {dtype.name}'s range [{info.min}, {info.max}]",
                                   {"path": where})
         return arr.astype(dtype)
+    if arr.dtype == dtype:
+        return arr  # built from the body for this request: nothing else holds it
     with np.errstate(over="ignore"):
         out = arr.astype(dtype)
     if dtype.kind == "f" and arr.dtype.kind in "fiu" and np.isfinite(arr).all() and not np.isfinite(out).all():
@@ -227,8 +265,11 @@ def decode_tree(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget,
     dtype it declares (`override`: a float leaf takes `float_dtype` anyway, when the caller asked
     for a precision). `$array` leaves always keep their own dtype.
     """
-    _depth_ok(obj, budget.max_depth, where)
-    return _decode(obj, np.dtype(float_dtype), where, budget, spec, override)
+    _depth_ok(obj, budget.max_depth, where, budget.converted)
+    try:
+        return _decode(obj, np.dtype(float_dtype), where, budget, spec, override)
+    finally:
+        budget.converted.clear()  # ids are only meaningful while `obj` is alive
 
 
 def _decode(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudget, spec: Any, override: bool) -> Any:
@@ -287,16 +328,70 @@ def encode_tree(tree: Any, encoding: str) -> Any:
 # ----------------------------------------------------------------------------- response writer
 
 
+# An answer of finite numbers with at most this many array elements and list nodes (about 80 ms
+# of orjson) is written by one orjson call: no pieces to join, nor a deadline check to miss.
+ONE_CALL_ELEMENTS = 1 << 22
+
+
 def dumps(tree: Any, encoding: str = "json") -> bytes:
-    """A response pytree as JSON bytes, arrays written a block of rows at a time.
+    """A response pytree as JSON bytes: in one orjson call when every float in it is finite and
+    it is not too large, else arrays written a block of rows at a time.
 
     JSON numbers: float arrays are written in float64's shortest round-trip form (a float32 value
     reads back exactly as a double); NaN and infinities become "NaN", "Infinity", "-Infinity",
     never bare tokens (strict JSON parsers refuse them).
     """
+    if encoding == "json":
+        try:
+            return orjson.dumps(_finite_plain(tree, [0]), option=orjson.OPT_SERIALIZE_NUMPY)
+        except (_NeedsBlocks, TypeError, orjson.JSONEncodeError):
+            pass  # NaN or infinities to spell, too large, or a value orjson refuses (a lone surrogate)
     parts: list[bytes] = []
     _write(tree, encoding, parts)
     return b"".join(parts)
+
+
+class _NeedsBlocks(Exception):
+    """The answer needs the block writer (see `dumps`)."""
+
+
+def _finite_plain(node: Any, size: list[int]) -> Any:
+    """The tree as orjson writes it the way `_write` would (float arrays as float64, 0-d arrays
+    as numbers, namedtuples and dataclasses as objects, keys as strings); _NeedsBlocks if a float
+    is not finite, an integer does not fit 64 bits, or the arrays pass ONE_CALL_ELEMENTS."""
+    from engine.array import Array
+
+    if isinstance(node, Array):
+        node = np.asarray(node._value)
+    if isinstance(node, dict):
+        return {str(k): _finite_plain(v, size) for k, v in node.items()}
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return {k: _finite_plain(v, size) for k, v in zip(node._fields, node)}
+    if isinstance(node, (list, tuple)):
+        return [_finite_plain(v, size) for v in node]
+    if hasattr(node, "__dataclass_fields__"):
+        return {k: _finite_plain(getattr(node, k), size) for k in node.__dataclass_fields__}
+    if node is None or isinstance(node, (bool, str)):
+        return node
+    if isinstance(node, int):
+        if not -(2**63) <= node < 2**64:
+            raise _NeedsBlocks
+        return node
+    if isinstance(node, float):
+        if not math.isfinite(node):
+            raise _NeedsBlocks
+        return node
+    arr = np.asarray(node)
+    if arr.dtype.kind not in "fiub":
+        raise _NeedsBlocks
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float64, copy=False)
+        if not np.isfinite(arr).all():
+            raise _NeedsBlocks
+    size[0] += arr.size + math.prod(arr.shape[:-1])  # numbers and the lists holding them
+    if size[0] > ONE_CALL_ELEMENTS:
+        raise _NeedsBlocks
+    return arr.item() if arr.ndim == 0 else np.ascontiguousarray(arr)
 
 
 def _write(node: Any, encoding: str, parts: list[bytes]) -> None:
@@ -354,7 +449,7 @@ def _write_array(arr: np.ndarray, encoding: str, parts: list[bytes]) -> None:
         block = np.ascontiguousarray(arr[start:start + rows])
         if start:
             parts.append(b",")
-        parts.append(_block_json(block)[1:-1])
+        parts.append(memoryview(_block_json(block))[1:-1])  # the block's numbers without its brackets, uncopied
     parts.append(b"]")
 
 

@@ -37,6 +37,16 @@ def notation(shape: Any, dtype: Any) -> str:
     return f"{_SHORT.get(name, name)}[{','.join(str(d) for d in shape)}]"
 
 
+class _Notation:
+    """`notation(shape, dtype)`, spelled out when it is first shown (most values conform)."""
+
+    def __init__(self, shape: Any, dtype: Any) -> None:
+        self.shape, self.dtype = shape, dtype
+
+    def __str__(self) -> str:
+        return notation(self.shape, self.dtype)
+
+
 def join(path: str, key: Any) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -107,7 +117,7 @@ def conform(value: Any, spec: Any, path: str, sizes: dict[str, tuple[int, str]])
             raise _mismatch(path, notation(spec["shape"], spec["dtype"]), _describe(value))
         arr = np.asarray(value)
         declared = np.dtype(spec["dtype"])
-        expected = notation(spec["shape"], spec["dtype"])
+        expected = _Notation(spec["shape"], spec["dtype"])  # spelled out only for an error
         if arr.ndim != len(spec["shape"]) or arr.dtype.kind not in _ACCEPTS[declared.kind]:
             raise _mismatch(path, expected, notation(arr.shape, arr.dtype))
         for dim, size in zip(spec["shape"], arr.shape):
@@ -142,7 +152,8 @@ def _describe(value: Any) -> str:
     return notation(arr.shape, arr.dtype)
 
 
-def _mismatch(path: str, expected: str, got: str, extra: str = "") -> InvalidArgument:
+def _mismatch(path: str, expected: Any, got: str, extra: str = "") -> InvalidArgument:
+    expected = str(expected)
     return InvalidArgument(f"{path}: expected {expected}, got {got}{extra}",
                            {"path": path, "expected": expected, "got": got})
 

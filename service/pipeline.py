@@ -34,7 +34,7 @@ from engine.core import deadline
 from engine.primitives import PRIMITIVES
 from engine.serialize import DTYPES
 from engine.tree_util import tree_flatten, tree_map
-from service import admission, batch_axes, graph_view, model_schema, vector_products
+from service import admission, batch_axes, graph_view, model_schema, msgpack_codec, vector_products
 from service import requests as R
 from service.admission import Budget
 from service.builtin_models import BUILTIN_MODELS
@@ -49,6 +49,7 @@ from service.errors import (
     InvalidRequest,
     LimitExceededError,
     NotFound,
+    UnsupportedMediaType,
 )
 from service.functions import (
     Function,
@@ -59,8 +60,10 @@ from service.functions import (
     decode_constants,
     encode_constants,
 )
+from service.inline import NeedsWorker, inline
 from service.json_trees import MAX_DIMENSIONS, TreeBudget, decode_tree, dumps
 from service.metrics import Metrics
+from service.msgpack_codec import JSON, MSGPACK
 from service.settings import Settings
 from service.store import Registry, open_registry
 
@@ -92,6 +95,10 @@ class Call:
     idempotency_key: str | None = None
     version: int | None = None
     query: dict[str, str] = field(default_factory=dict)
+    # The body's media type and the answer's (service.msgpack_codec: JSON or MSGPACK); the
+    # protocol adapter has checked the one and negotiated the other.
+    content_type: str = JSON
+    accept: str = JSON
 
 
 @dataclass
@@ -100,6 +107,9 @@ class Reply:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     error_type: str | None = None
+    # Seconds that building the answer's plan took (cached or not), and that its runs take: the
+    # server computes such requests inline only if both are small (service.inline).
+    plan_s: tuple[float, float] | None = None
 
 
 @dataclass
@@ -109,6 +119,7 @@ class Result:
     payload: Any
     status: int = 200
     encoding: str = "json"
+    plan_s: tuple[float, float] | None = None  # as in Reply
 
 
 def parse_json(raw: bytes, max_depth: int = 32) -> Any:
@@ -119,7 +130,8 @@ def parse_json(raw: bytes, max_depth: int = 32) -> Any:
     must be valid Unicode (no lone surrogate escapes)."""
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object")
-    if b"0" * 19 not in raw.translate(_DIGITS_AS_ZEROS):
+    digits = raw.translate(_DIGITS_AS_ZEROS)
+    if _LONG_RUN not in digits and not digits.startswith(_LONG_RUN[1:]):
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
@@ -128,10 +140,16 @@ def parse_json(raw: bytes, max_depth: int = 32) -> Any:
     return _parse_slowly(raw, None, max_depth)
 
 
-# 19 digits in a row: an integer that may not fit 64 bits (or a decimal with more digits than a
-# double holds), read exactly by the standard library's parser. Found by mapping every digit to
-# "0" and looking for 19 of them: a regular expression took 190 ms over 10 MB of base64.
-_DIGITS_AS_ZEROS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+# 19 digits in a row that do not follow a decimal point: an integer that may not fit 64 bits
+# (or a number with a long integer part or exponent), read exactly by the standard library's
+# parser. Found by mapping every digit to "0", the point to itself and every other byte to a
+# space, and looking for a space and 19 zeros: a regular expression took 190 ms over 10 MB of
+# base64. Digits after a decimal point are safe: orjson rounds decimals of any length correctly
+# (checked on 800,000 long and halfway decimals), and random float64 values printed in full have
+# 19-digit fractions ("0.0072113596587564995") often enough to send most large JSON bodies of
+# numbers to the slow parser, 15 times slower, were they counted.
+_DIGITS_AS_ZEROS = bytes(48 if 48 <= i <= 57 else 46 if i == 46 else 32 for i in range(256))
+_LONG_RUN = b" " + b"0" * 19
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -151,7 +169,7 @@ def _parse_slowly(raw: bytes, first_error: Exception | None, max_depth: int) -> 
 def _no_lone_surrogates(raw: bytes, body: Any) -> Any:
     # Only an escape (\ud800) can put a surrogate in a parsed string; a lone one cannot be
     # stored, logged or written back as UTF-8. Checked only when such an escape appears.
-    if _SURROGATE_ESCAPE.search(raw) is not None:
+    if b"\\" in raw and _SURROGATE_ESCAPE.search(raw) is not None:  # the one-byte search is at memory speed
         try:
             orjson.dumps(body)
         except TypeError:
@@ -238,15 +256,32 @@ class Pipeline:
         try:
             with deadline(self.settings.compute_timeout_s):
                 result = self._dispatch(call)
-                body = dumps(result.payload, result.encoding)
+                if call.accept == MSGPACK:
+                    body, headers = msgpack_codec.dumps(result.payload), {"content-type": MSGPACK}
+                else:
+                    body, headers = dumps(result.payload, result.encoding), {}
             if call.operation == "compute":
                 self.metrics.observe_compute(call.transform or "?", time.perf_counter() - start)
-            return Reply(result.status, body)
+            return Reply(result.status, body, headers, plan_s=result.plan_s)
+        except NeedsWorker:
+            raise
         except Exception as e:  # noqa: BLE001 - every exception becomes an answer
             return self.error_reply(e, call.request_id)
         finally:
             if len(call.body) > _LARGE_BODY:
                 release_free_memory()
+
+    def handle_inline(self, call: Call) -> Reply:
+        """`handle`, for a call that may be answered on the event loop: raises NeedsWorker as soon
+        as it would need anything that could be slow (service.inline)."""
+        with inline():
+            return self.handle(call)
+
+    def warm(self, call: Call) -> None:
+        """Answer `call` for the caches' sake only: its function and plan are kept, its answer and
+        its metrics are not (the call was answered, and counted, by a worker)."""
+        with self.metrics.muted():
+            self.handle(call)
 
     def error_reply(self, e: BaseException, request_id: str, *, mapped: bool = True) -> Reply:
         """The answer to an exception: by the error table, or (no row, or `mapped=False` for an
@@ -261,12 +296,17 @@ class Pipeline:
 
     def _dispatch(self, call: Call) -> Result:
         op = call.operation
+        if call.content_type != JSON and op not in ("compute", "shapes", "register"):
+            raise UnsupportedMediaType(f"this route takes a JSON body: send `Content-Type: {JSON}` "
+                                       f"(got {call.content_type!r})",
+                                       {"content_type": call.content_type, "expected": JSON})
         if op == "compute":
-            return self.compute(call.transform or "", call.body, call.model)
+            return self.compute(call.transform or "", call.body, call.model, content_type=call.content_type,
+                                accept=call.accept)
         if op == "shapes":
-            return Result(self.shapes(call.body))
+            return Result(self.shapes(call.body, call.content_type))
         if op == "register":
-            return self.register(call.body, call.idempotency_key)
+            return self.register(call.body, call.idempotency_key, call.content_type)
         if op == "list_models":
             query = _validated_query(R.ListModelsQuery, call.query)
             return Result(self.list_models(query.limit, query.cursor))
@@ -284,13 +324,16 @@ class Pipeline:
 
     # ------------------------------------------------------------------ compute
 
-    def compute(self, transform: str, raw: bytes, model: str | None = None) -> Result:
+    def compute(self, transform: str, raw: bytes, model: str | None = None, *, content_type: str = JSON,
+                accept: str = JSON) -> Result:
+        """A transform's answer. `content_type`: the body's media type; `accept`: the answer's (a
+        MessagePack answer writes every array as bin bytes, whatever `encoding` asks)."""
         start = time.perf_counter()
         models = R.MODEL_COMPUTE_REQUESTS if model is not None else R.COMPUTE_REQUESTS
         if transform not in models:
             raise NotFound(f"unknown transform {transform!r}; use one of {', '.join(R.TRANSFORMS)}",
                            {"transform": transform})
-        body = self.parse(raw)
+        body = self.parse(raw, content_type)
         if model is not None and isinstance(body, dict) and "function" in body:
             raise InvalidRequest("the model is named in the path; leave `function` out of the body")
         request = validate(models[transform], body, transform)
@@ -320,17 +363,20 @@ class Pipeline:
             _check_like(args, extra, function.params)
         elif transform == "vjp":
             extra = [decode_tree(request.cotangent, _dtype(request.dtype), "cotangent", budget)]
-        outcome = run(function, opts, args, extra, plans=self.plans, budget=self.budget, encoding=request.encoding)
+        encoding = "binary" if accept == MSGPACK else request.encoding  # admission predicts the answer's size by it
+        outcome = run(function, opts, args, extra, plans=self.plans, budget=self.budget, encoding=encoding,
+                      inline_max_s=self.settings.inline_max_ms / 1000)
         self.metrics.observe_cache(outcome.cache_hit)
         payload: dict[str, Any] = dict(outcome.result)
-        payload["meta"] = {"transform": transform, "dtype": _float_dtype_of(outcome.result, request.dtype),
+        dtype = outcome.dtype or _float_dtype_of(outcome.result, request.dtype)
+        payload["meta"] = {"transform": transform, "dtype": dtype,
                            "elapsed_ms": elapsed_ms(start),
                            "graph_nodes": outcome.graph_nodes, "cache_hit": outcome.cache_hit}
         if outcome.examples is not None:
             payload["meta"]["examples"] = outcome.examples
         if function.model is not None:
             payload["meta"]["model"] = {"name": function.model, "version": function.version}
-        return Result(payload, encoding=request.encoding)
+        return Result(payload, encoding=request.encoding, plan_s=outcome.plan_s)
 
     def decode_arguments(self, function: Function, values: list[Any], dtype: str | None, budget: TreeBudget,
                          prefix: str = "", in_axes: list[Any] | None = None) -> list[tuple[Any, Any]]:
@@ -351,21 +397,24 @@ class Pipeline:
             out.append((decoded, spec))
         return out
 
-    def parse(self, raw: bytes) -> Any:
-        """The body as JSON, after predicting what parsing it costs: every JSON value becomes a
-        Python object of some 40 bytes, and values are separated by commas and colons (a count at
-        memory speed), so a body of many small numbers is refused before it is parsed."""
-        members = raw.count(b":")
-        admission.check_parse(raw.count(b",") + members + 1, members, len(raw), self.budget)
-        return parse_json(raw, self.settings.max_depth)
+    def parse(self, raw: bytes, content_type: str = JSON) -> Any:
+        """The body as Python objects, after predicting what parsing it costs: every value becomes
+        a Python object of some 40 bytes, so a body of many small numbers is refused before it is
+        parsed. JSON values are separated by commas and colons (a count at memory speed);
+        MessagePack bodies are counted by service.msgpack_codec.scan."""
+        s = self.settings
+        if content_type == MSGPACK:
+            return msgpack_codec.loads(raw, s.max_depth, s.max_dimensions, self.budget)
+        admission.check_parse(*_json_counts(raw, self.budget), len(raw), self.budget)
+        return parse_json(raw, s.max_depth)
 
     def tree_budget(self) -> TreeBudget:
         s = self.settings
         return TreeBudget(s.max_array_elements, s.max_total_elements, s.max_depth, max_leaves=s.max_leaves,
                           max_dimensions=s.max_dimensions)
 
-    def shapes(self, raw: bytes) -> dict[str, Any]:
-        body = self.parse(raw)
+    def shapes(self, raw: bytes, content_type: str = JSON) -> dict[str, Any]:
+        body = self.parse(raw, content_type)
         request = validate(R.ShapesRequest, body, "shapes")
         function = self.resolver.resolve(body["function"])
         if len(request.args) != len(function.params):
@@ -378,8 +427,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ models
 
-    def register(self, raw: bytes, idempotency_key: str | None) -> Result:
-        body = self.parse(raw)
+    def register(self, raw: bytes, idempotency_key: str | None, content_type: str = JSON) -> Result:
+        body = self.parse(raw, content_type)
         request = validate(R.RegisterRequest, body, "register")
         name = request.name
         if name in BUILTIN_MODELS or name in self.repository:
@@ -572,6 +621,17 @@ def release_free_memory() -> None:
     trim = getattr(_LIBC, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+def _json_counts(raw: bytes, budget: Budget) -> tuple[int, int]:
+    """A JSON body's values (commas and colons, plus one) and object members (colons), for
+    admission.check_parse. Each count is a pass over the body, made only when the body is long
+    enough to be over its bound: a value takes at least two bytes with its separator, a member
+    five (`"":0,`), so a shorter body cannot be refused by it whatever it holds (zero stands in)."""
+    size = len(raw)
+    count_values = (size // 2 + 1) * admission.PARSED_VALUE_BYTES > budget.max_request_bytes
+    members = raw.count(b":") if count_values or size // 5 + 1 > budget.max_json_members else 0
+    return (raw.count(b",") + members + 1 if count_values else 0), members
 
 
 def _error_bytes(body: dict[str, Any]) -> bytes:

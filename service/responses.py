@@ -3,7 +3,8 @@ typed results. The pipeline writes these shapes itself (service.pipeline); tests
 real answers validate against the published schemas.
 
 Array-valued fields are JSON pytrees: a number, nested lists, an object of them, or a base64
-`{"$array": {dtype, shape, data}}` leaf with `"encoding": "base64"`.
+`{"$array": {dtype, shape, data}}` leaf with `"encoding": "base64"`. A MessagePack answer
+(Accept: application/msgpack) has the same fields, every array a leaf whose data is bin bytes.
 """
 
 from __future__ import annotations

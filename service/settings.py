@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         None, ge=16 * 1024 * 1024, description="a compute worker whose resident memory passes this after a request "
                                                "is replaced by a fresh one; default: its size at start + "
                                                "NABLA_PLAN_CACHE_BYTES + 64 MiB")
+    inline_max_body_bytes: int = Field(
+        4096, ge=0, description="a compute request this small whose plan is cached and cheap is computed on the "
+                                "event loop, without the hop to a compute worker (0: never)")
+    inline_max_ms: float = Field(0.5, ge=0, description="the most a cached plan's runs may take for its requests to "
+                                                       "be computed inline (NABLA_INLINE_MAX_BODY_BYTES)")
     admission_queue: int = Field(32, ge=0, description="requests that may wait for a compute slot; "
                                                       "beyond that 503 with Retry-After")
     header_timeout_s: float = Field(10.0, gt=0, description="time a client has to send a request's headers")

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import socket
 import threading
 from multiprocessing.connection import Connection
 from typing import Any
@@ -70,6 +71,59 @@ class _RecordedMetrics:
         return events
 
 
+# Socket buffers between the server and a worker: a body of megabytes then crosses in a few large
+# writes rather than hundreds of 200 KB ones, each a switch between the two processes (8 MB each
+# way: 5.5 ms a round trip with Linux's default buffers, 1.8 ms with these). The system caps them
+# at net.core.wmem_max / rmem_max; they are filled only while a body is in flight.
+SOCKET_BUFFER_BYTES = 4 << 20
+
+
+def _widen(conn: Connection) -> None:
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+
+
+def recv_body(conn: Connection) -> bytes:
+    """`conn.recv_bytes()`, read in one piece: the stock reader grows a BytesIO a socket read at a
+    time and copies it out, which for a body of 8 MB each way took 13-15 ms of a round trip that
+    takes 2-8 ms this way (the kernel copies straight into the bytes returned). The framing is
+    Connection.send_bytes's: a signed 4-byte big-endian length, or -1 and an 8-byte one."""
+    fd = conn.fileno()
+    size = int.from_bytes(_read_exactly(fd, 4), "big", signed=True)
+    if size == -1:
+        size = int.from_bytes(_read_exactly(fd, 8), "big")
+    if size == 0:
+        return b""
+    duplicate = os.dup(fd)  # a socket object of our own: closing it leaves the connection open
+    try:
+        sock = socket.socket(fileno=duplicate)
+    except OSError:  # a pipe, not a socket (Pipe(duplex=False))
+        os.close(duplicate)
+        return bytes(_read_exactly(fd, size))
+    with sock:
+        parts = [sock.recv(size, socket.MSG_WAITALL)]
+        got = len(parts[0])
+        while got < size:  # a signal cut the wait short
+            part = sock.recv(size - got, socket.MSG_WAITALL)
+            if not part:
+                raise EOFError("the other end closed the connection")
+            parts.append(part)
+            got += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _read_exactly(fd: int, size: int) -> bytearray:
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            raise EOFError("the other end closed the connection")
+        got += n
+    return buffer
+
+
 def _worker_main(conn: Connection, settings: Settings) -> None:
     """A worker's life: build a pipeline, say ready, answer calls until told to stop."""
     from service.logs import configure_logging
@@ -95,7 +149,7 @@ def _worker_main(conn: Connection, settings: Settings) -> None:
         if message is None:
             return
         call, registry_epoch = message
-        call.body = conn.recv_bytes()
+        call.body = recv_body(conn)
         if registry_epoch != epoch:  # a model was registered or deleted through this server
             epoch = registry_epoch
             pipeline.resolver.forget()
@@ -120,6 +174,8 @@ class _Worker:
     def __init__(self, context: Any, settings: Settings, index: int) -> None:
         self.index = index
         self.conn, child = context.Pipe(duplex=True)
+        for end in (self.conn, child):
+            _widen(end)
         self.process = context.Process(target=_worker_main, args=(child, settings), daemon=True,
                                        name=f"nabla-compute-{index}")
         self.process.start()
@@ -290,7 +346,7 @@ class WorkerPool:
             if not worker.conn.poll(self.deadline_s + KILL_GRACE_S):
                 raise _WorkerOverran()
             reply, events, rss, plans, plan_bytes = worker.conn.recv()
-            reply.body = worker.conn.recv_bytes()
+            reply.body = recv_body(worker.conn)
         except (EOFError, OSError, BrokenPipeError):
             worker.process.join(1.0)
             raise _WorkerDied(worker.process.exitcode) from None

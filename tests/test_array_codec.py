@@ -2,12 +2,14 @@
 service's bodies and the client (which must not depend on the engine).
 
 An array is nested lists of numbers with NaN and the infinities spelled "NaN", "Infinity",
-"-Infinity", or a base64 leaf of its little-endian bytes. Round trips are exact; malformed data
-raises the codec's own errors, which each caller turns into its own with a location.
+"-Infinity", or a base64 leaf of its little-endian bytes (binary bodies carry the same leaf with
+the bytes themselves). Round trips are exact; malformed data raises the codec's own errors,
+which each caller turns into its own with a location.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -23,8 +25,10 @@ from array_codec import (
     NestedTooDeep,
     UnknownSpecialFloat,
     base64_leaf,
+    binary_leaf,
     encode_array,
     from_base64,
+    from_bytes,
     nested_numbers,
     replace_special_floats,
     special_name,
@@ -94,3 +98,33 @@ def test_engine_service_and_client_write_and_read_the_same_forms() -> None:
     # and the engine reads both in a graph document's constants
     for form in ({"dtype": "float64", "shape": [2, 3], "data": nested_numbers(SPECIAL)}, base64_leaf(SPECIAL)):
         np.testing.assert_array_equal(serialize.decode_array(form, "constants.c"), SPECIAL)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_binary_leaves_are_the_base64_leaves_with_raw_bytes(dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    value = (rng.uniform(-100, 100, (3, 2)) if np.dtype(dtype).kind != "b" else rng.uniform(-1, 1, (3, 2)) > 0)
+    value = value.astype(dtype).astype(np.dtype(dtype).newbyteorder(">"))[::-1]  # big-endian, not contiguous
+    leaf = binary_leaf(value)["$array"]
+    assert (leaf["dtype"], leaf["shape"]) == (dtype, [3, 2])
+    assert bytes(leaf["data"]) == base64.b64decode(base64_leaf(value)["$array"]["data"])
+    back = from_bytes(bytes(leaf["data"]), [3, 2], dtype)
+    np.testing.assert_array_equal(back, value)
+    # a view of the bytes, in the native dtype (C code reading the buffer sees its plain format)
+    assert not back.flags.writeable and back.dtype == np.dtype(dtype) and back.dtype.isnative
+    with pytest.raises(ByteCountMismatch) as info:
+        from_bytes(bytes(leaf["data"])[:-1], [3, 2], dtype)
+    assert (info.value.actual, info.value.expected) == (6 * np.dtype(dtype).itemsize - 1, 6 * np.dtype(dtype).itemsize)
+
+
+def test_the_client_sends_binary_leaves_when_asked_and_reads_them_back() -> None:
+    big = np.arange(2000, dtype=np.float32)
+    assert _wire.encode_leaf(big) == base64_leaf(big)
+    with _wire.binary_arrays(True):
+        leaf = _wire.encode_leaf(big)
+        assert _wire.encode_leaf(SPECIAL) == nested_numbers(SPECIAL)  # small floats stay numbers
+    assert bytes(leaf["$array"]["data"]) == big.tobytes()
+    assert _wire.encode_leaf(big) == base64_leaf(big)  # only inside the block
+    back = _wire.decode_leaf({"$array": {**leaf["$array"], "data": bytes(leaf["$array"]["data"])}})
+    assert back.flags.writeable  # handed to the caller: a copy, not a view of the answer
+    np.testing.assert_array_equal(back, big)

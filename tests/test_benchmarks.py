@@ -32,10 +32,25 @@ def test_scaling_benchmark_prints_its_three_curves() -> None:
     assert "gradient time vs rows" in out and "Random graphs" in out and "derivative order" in out
 
 
-def test_service_benchmark_drives_a_real_server() -> None:
-    out = run_script("service_bench.py", "--quick", "--connections", "2")
-    assert "| echo |" in out and "| large |" in out
-    assert "base64" in out
+def test_service_benchmark_drives_every_server_with_wrk() -> None:
+    out = run_script("service_bench.py", "--quick")  # it fails on any non-2xx response
+    for scenario in ("Nabla echo (`POST /v1/echo`)", "Nabla grad by name (default: small cached requests inline)",
+                     "Nabla grad by name, every request to a worker (NABLA_INLINE_MAX_BODY_BYTES=0)",
+                     "Nabla grad by name, NABLA_LOG_LEVEL=info (an access line per request)",
+                     "Nabla grad, function sent as an expression (`POST /v1/grad`)",
+                     "Nabla 2000x20 regression registered with its data, W and b sent, 1 connection",
+                     "bare FastAPI echo, same uvicorn", "FastAPI + jax.jit(jax.grad)",
+                     "Nabla grad by name, NABLA_WORKERS=1, nothing pinned, 16 connections",
+                     "Nabla grad by name, NABLA_WORKERS=2, nothing pinned, 16 connections"):
+        assert f"| {scenario} |" in out, out
+    assert "| CPU ms per request |" in out and "load average" in out
+    for ratio in ("- grad by name / FastAPI + jax.jit(jax.grad): ", "- grad by name / Nabla echo: ",
+                  "- Nabla echo / bare FastAPI echo: ", "- 2 workers / 1 worker, both cores: ",
+                  "- 2000x20 regression request p50 / in-process median",
+                  "- grad by name inline (default) / every request to a worker: ",
+                  "- grad by name at NABLA_LOG_LEVEL=info / at warning: ", "- decoding 10,000 float64: "):
+        assert ratio in out, out
+    assert out.count("(target ") == 6, out
 
 
 def test_reliability_checks_hold_on_a_real_server() -> None:
@@ -76,9 +91,16 @@ def test_bridges_benchmark_compares_each_bridge_with_a_direct_client_call() -> N
     assert "50 per-example gradients" in out and "results equal (rtol 1e-12): yes" in out
 
 
-def test_http_benchmark_drives_every_server_with_wrk() -> None:
-    out = run_script("http_bench.py", "--seconds", "1")
-    for server in ("nabla echo", "nabla grad by name (processes)", "nabla grad by name (threads)",
-                   "bare FastAPI echo", "FastAPI + jax.jit(jax.grad)"):
-        assert f"| {server} |" in out, out
-    assert "CPU ms per request" in out and "/ FastAPI + jax.jit(jax.grad):" in out
+def test_f32_benchmark_times_the_jax_exact_tanh_and_log_beside_numpys() -> None:
+    out = run_script("f32_bench.py", "--quick")  # it checks ours and the NumPy emulation agree before timing
+    assert "engine._xla_f32.IMPLEMENTATION:" in out
+    assert "| size | np.tanh µs | ours µs | ratio |" in out and "| 1,000,000 |" in out
+    assert "ours and the emulation give the same bits: yes" in out
+
+
+def test_codec_benchmark_compares_encodings_with_echo_and_json_before_and_after() -> None:
+    out = run_script("codec_bench.py", "--quick")  # it checks every gradient before timing
+    for encoding in ("JSON lists", "JSON base64", "MessagePack"):
+        assert f"| {encoding} |" in out, out
+    assert "MessagePack gradient / echo of the same bytes:" in out
+    assert "| decode + encode (parse, decode, encode) |" in out

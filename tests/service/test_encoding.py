@@ -148,3 +148,60 @@ def test_responses_are_compact_strict_json(client: TestClient) -> None:
     assert response.headers["content-type"].startswith("application/json")
     strict_json(response.text)
     assert json.dumps(response.json(), separators=(",", ":"), allow_nan=False) == response.text
+
+
+# ----------------------------------------------------------------------------- the response writer
+
+_SPECIALS = [np.nan, np.inf, -np.inf, -0.0, 0.0, 5e-324, 1.7976931348623157e308, 1e16, 1e-7, 0.1, 1 / 3]
+
+
+def _random_tree(rng: np.random.Generator, depth: int = 0) -> Any:
+    kind = rng.integers(0, 9 if depth < 3 else 6)
+    if kind == 0:
+        shape = tuple(int(n) for n in rng.integers(0, 4, size=rng.integers(0, 3)))
+        dtype = rng.choice(["float32", "float64", "int32", "int64", "bool", "uint8"])
+        values = rng.choice(_SPECIALS, size=shape) if rng.random() < 0.5 else rng.normal(size=shape) * 1e3
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN and huge values cast to integers
+            return np.asarray(values).astype(dtype) if dtype != "bool" else np.asarray(values) > 0
+    if kind == 1:
+        return rng.choice(_SPECIALS).item() if rng.random() < 0.7 else float(rng.normal())
+    if kind == 2:
+        return int(rng.integers(-2**62, 2**62))
+    if kind == 3:
+        return [None, True, False, "text", "ünïcödé"][int(rng.integers(0, 5))]
+    if kind == 4:
+        return np.float32(rng.choice(_SPECIALS))
+    if kind == 5:
+        return np.int64(rng.integers(-100, 100))
+    if kind == 6:
+        return [_random_tree(rng, depth + 1) for _ in range(rng.integers(0, 4))]
+    if kind == 7:
+        return tuple(_random_tree(rng, depth + 1) for _ in range(rng.integers(0, 4)))
+    return {f"k{i}": _random_tree(rng, depth + 1) for i in range(rng.integers(0, 4))}
+
+
+def test_small_responses_are_written_in_the_same_bytes_as_the_chunked_writer() -> None:
+    from collections import namedtuple
+
+    from service import json_trees
+
+    def chunked(tree: Any) -> bytes:
+        parts: list[bytes] = []
+        json_trees._write(tree, "json", parts)
+        return b"".join(parts)
+
+    rng = np.random.default_rng(7)
+    for _ in range(3000):
+        tree = {"result": _random_tree(rng), "meta": {"elapsed_ms": 0.25}}
+        assert json_trees.dumps(tree) == chunked(tree), tree
+    # trees the one-call writer leaves to the chunked one give the same bytes too
+    Pair = namedtuple("Pair", "a b")
+    for tree in ({"p": Pair(np.float32(1.5), [1.0])}, {"x": np.arange(5000.0)}, {"i": 2**64 + 1},
+                 {"s": np.array(["a", "b"])}):
+        try:
+            expected = chunked(tree)
+        except TypeError:
+            with pytest.raises(TypeError):
+                json_trees.dumps(tree)
+            continue
+        assert json_trees.dumps(tree) == expected
