@@ -39,6 +39,7 @@ from array_codec import (
     replace_special_floats,
     special_name,
 )
+from engine.array import Array
 from engine.core import check_deadline
 from service.errors import InvalidArgument, LimitExceededError
 from service.model_schema import is_leaf, join
@@ -359,19 +360,31 @@ def _finite_plain(node: Any, size: list[int]) -> Any:
     """The tree as orjson writes it the way `_write` would (float arrays as float64, 0-d arrays
     as numbers, namedtuples and dataclasses as objects, keys as strings); _NeedsBlocks if a float
     is not finite, an integer does not fit 64 bits, or the arrays pass ONE_CALL_ELEMENTS."""
-    from engine.array import Array
-
-    if isinstance(node, Array):
-        node = np.asarray(node._value)
-    if isinstance(node, dict):
+    kind = type(node)
+    if kind is Array:
+        node, kind = node._value, type(node._value)
+    # the common types first, by exact type: this runs for every value of every answer
+    if kind is dict:
         return {str(k): _finite_plain(v, size) for k, v in node.items()}
+    if kind is list:
+        return [_finite_plain(v, size) for v in node]
+    if kind is float:
+        if not math.isfinite(node):
+            raise _NeedsBlocks
+        return node
+    if kind is str or node is None or kind is bool:
+        return node
+    if kind is np.ndarray and node.size <= _SMALL_ARRAY:
+        return _small_array(node, size)
     if isinstance(node, tuple) and hasattr(node, "_fields"):
         return {k: _finite_plain(v, size) for k, v in zip(node._fields, node)}
     if isinstance(node, (list, tuple)):
         return [_finite_plain(v, size) for v in node]
+    if isinstance(node, dict):
+        return {str(k): _finite_plain(v, size) for k, v in node.items()}
     if hasattr(node, "__dataclass_fields__"):
         return {k: _finite_plain(getattr(node, k), size) for k in node.__dataclass_fields__}
-    if node is None or isinstance(node, (bool, str)):
+    if isinstance(node, (bool, str)):
         return node
     if isinstance(node, int):
         if not -(2**63) <= node < 2**64:
@@ -392,6 +405,26 @@ def _finite_plain(node: Any, size: list[int]) -> Any:
     if size[0] > ONE_CALL_ELEMENTS:
         raise _NeedsBlocks
     return arr.item() if arr.ndim == 0 else np.ascontiguousarray(arr)
+
+
+# Arrays this small are written through Python numbers (`tolist`): fewer NumPy calls than
+# converting, checking and passing the array to orjson, and the same bytes.
+_SMALL_ARRAY = 64
+
+
+def _small_array(arr: np.ndarray, size: list[int]) -> Any:
+    kind = arr.dtype.kind
+    if kind not in "fiub":
+        raise _NeedsBlocks
+    size[0] += arr.size + math.prod(arr.shape[:-1])
+    if size[0] > ONE_CALL_ELEMENTS:
+        raise _NeedsBlocks
+    values = arr.tolist()  # float32 becomes the same doubles as astype(float64)
+    if kind == "f":
+        for x in (values if arr.ndim == 1 else arr.ravel().tolist()) if arr.ndim else (values,):
+            if not math.isfinite(x):
+                raise _NeedsBlocks
+    return values
 
 
 def _write(node: Any, encoding: str, parts: list[bytes]) -> None:
