@@ -16,7 +16,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
@@ -174,7 +174,7 @@ class DirectRoutes:
     def __init__(self, lanes: Lanes, authorize: Callable[[str | None], None],
                  accepts: Callable[[str], None]) -> None:
         self.lanes = lanes
-        self.authorize = authorize  # raises Unauthorized; the bearer token, or None when absent
+        self.authorize = authorize  # raises Unauthorized; the Authorization header's value
         self.accepts = accepts  # raises UnsupportedMediaType; the content type
         self.transforms = {f"/v1/{t}": t for t in TRANSFORMS}
 
@@ -208,12 +208,10 @@ class DirectRoutes:
         await _send_reply(send, Reply(200, body))
 
     async def _body(self, scope: dict, headers: dict[bytes, bytes], receive: Any) -> bytes:
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        self.authorize(authorization[7:].strip() if authorization[:7].lower() == "bearer " else None)
+        self.authorize(headers.get(b"authorization", b"").decode("latin-1"))
         if scope.get("query_string"):
-            unknown = sorted({k for k, _ in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)})
-            raise InvalidRequest(f"unknown query parameter(s) {unknown}; this route takes none",
-                                 {"query": unknown, "allowed": []})
+            given = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            refuse_unknown_query((k for k, _ in given), frozenset())
         self.accepts(headers.get(b"content-type", b"").decode("latin-1"))
         chunks = []
         while True:
@@ -223,6 +221,20 @@ class DirectRoutes:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def refuse_unknown_query(names: Iterable[str], allowed: frozenset[str]) -> None:
+    """A 400 naming the query parameters a route does not take."""
+    unknown = sorted(set(names) - allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter(s) {unknown}" + (
+            f"; this route takes {sorted(allowed)}" if allowed else "; this route takes none"),
+            {"query": unknown, "allowed": sorted(allowed)})
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The key in an `Authorization: Bearer <key>` header's value, or None."""
+    return authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
 
 
 async def _send_reply(send: Any, reply: Reply) -> None:
@@ -426,18 +438,16 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     keys, admin_keys = settings.api_key_set, settings.admin_key_set
 
     def _bearer(request: Request) -> str | None:
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer "):
-            return header[7:].strip()
-        return None
+        return bearer_token(request.headers.get("authorization", ""))
 
     def _matches(key: str | None, allowed: frozenset[str]) -> bool:
         return key is not None and any(secrets.compare_digest(key.encode(), k.encode()) for k in allowed)
 
-    def authorize(key: str | None) -> None:
-        """Any valid key, when the server has keys (`key` is the bearer token, None if absent)."""
+    def authorize(authorization: str) -> None:
+        """Any valid key, when the server has keys (`authorization`: the header's value, "" if absent)."""
         if not keys and not admin_keys:
             return
+        key = bearer_token(authorization)
         if key is None:
             raise Unauthorized("this server requires an API key: send `Authorization: Bearer <key>`",
                                headers={"WWW-Authenticate": "Bearer"})
@@ -445,8 +455,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             raise Unauthorized("the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
 
     def require_key(request: Request) -> None:
-        if keys or admin_keys:
-            authorize(_bearer(request))
+        authorize(request.headers.get("authorization", ""))
 
     def require_admin(request: Request) -> None:
         require_key(request)
@@ -468,11 +477,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     def call(request: Request, operation: str, body: bytes = b"", query: frozenset[str] = frozenset(),
              **fields: Any) -> Call:
-        unknown = sorted(set(request.query_params) - query)
-        if unknown:
-            raise InvalidRequest(f"unknown query parameter(s) {unknown}" + (
-                f"; this route takes {sorted(query)}" if query else "; this route takes none"),
-                {"query": unknown, "allowed": sorted(query)})
+        refuse_unknown_query(request.query_params, query)
         return Call(operation, body, request_id=request_id(request), query=dict(request.query_params),
                     **msgpack_codec.call_formats(request.headers.get("content-type"), request.headers.get("accept")),
                     **fields)

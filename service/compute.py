@@ -208,10 +208,7 @@ class Plan:
 
     @functools.cached_property
     def dtype(self) -> str | None:
-        """The dtype the result is computed in: its first float output's, else its first output's."""
-        dtypes = [d for _, d in self.results]
-        floats = [d for d in dtypes if d.kind == "f"]
-        return (floats or dtypes)[0].name if dtypes else None
+        return computed_dtype([d for _, d in self.results])
     run_s: float = float("inf")  # its slowest recent run here, in seconds (service.inline)
 
     def timed_run(self, values: list[Any]) -> list[Any]:
@@ -257,6 +254,13 @@ class PlanCache:
 
     def __len__(self) -> int:
         return len(self._plans)
+
+
+def computed_dtype(dtypes: list[np.dtype]) -> str | None:
+    """The dtype a result is computed in, from its leaves' dtypes in order: the first float one,
+    else the first; None for a result with no leaves."""
+    floats = [d for d in dtypes if d.kind == "f"]
+    return (floats or dtypes)[0].name if dtypes else None
 
 
 def _signature(leaves: list[Any]) -> tuple:

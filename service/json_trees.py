@@ -360,31 +360,17 @@ def _finite_plain(node: Any, size: list[int]) -> Any:
     """The tree as orjson writes it the way `_write` would (float arrays as float64, 0-d arrays
     as numbers, namedtuples and dataclasses as objects, keys as strings); _NeedsBlocks if a float
     is not finite, an integer does not fit 64 bits, or the arrays pass ONE_CALL_ELEMENTS."""
-    kind = type(node)
-    if kind is Array:
-        node, kind = node._value, type(node._value)
-    # the common types first, by exact type: this runs for every value of every answer
-    if kind is dict:
+    if isinstance(node, Array):
+        node = node._value
+    if isinstance(node, dict):
         return {str(k): _finite_plain(v, size) for k, v in node.items()}
-    if kind is list:
-        return [_finite_plain(v, size) for v in node]
-    if kind is float:
-        if not math.isfinite(node):
-            raise _NeedsBlocks
-        return node
-    if kind is str or node is None or kind is bool:
-        return node
-    if kind is np.ndarray and node.size <= _SMALL_ARRAY:
-        return _small_array(node, size)
     if isinstance(node, tuple) and hasattr(node, "_fields"):
         return {k: _finite_plain(v, size) for k, v in zip(node._fields, node)}
     if isinstance(node, (list, tuple)):
         return [_finite_plain(v, size) for v in node]
-    if isinstance(node, dict):
-        return {str(k): _finite_plain(v, size) for k, v in node.items()}
     if hasattr(node, "__dataclass_fields__"):
         return {k: _finite_plain(getattr(node, k), size) for k in node.__dataclass_fields__}
-    if isinstance(node, (bool, str)):
+    if node is None or isinstance(node, (bool, str)):
         return node
     if isinstance(node, int):
         if not -(2**63) <= node < 2**64:
@@ -394,17 +380,7 @@ def _finite_plain(node: Any, size: list[int]) -> Any:
         if not math.isfinite(node):
             raise _NeedsBlocks
         return node
-    arr = np.asarray(node)
-    if arr.dtype.kind not in "fiub":
-        raise _NeedsBlocks
-    if arr.dtype.kind == "f":
-        arr = arr.astype(np.float64, copy=False)
-        if not np.isfinite(arr).all():
-            raise _NeedsBlocks
-    size[0] += arr.size + math.prod(arr.shape[:-1])  # numbers and the lists holding them
-    if size[0] > ONE_CALL_ELEMENTS:
-        raise _NeedsBlocks
-    return arr.item() if arr.ndim == 0 else np.ascontiguousarray(arr)
+    return _finite_array(np.asarray(node), size)
 
 
 # Arrays this small are written through Python numbers (`tolist`): fewer NumPy calls than
@@ -412,19 +388,23 @@ def _finite_plain(node: Any, size: list[int]) -> Any:
 _SMALL_ARRAY = 64
 
 
-def _small_array(arr: np.ndarray, size: list[int]) -> Any:
+def _finite_array(arr: np.ndarray, size: list[int]) -> Any:
     kind = arr.dtype.kind
     if kind not in "fiub":
         raise _NeedsBlocks
-    size[0] += arr.size + math.prod(arr.shape[:-1])
+    size[0] += arr.size + math.prod(arr.shape[:-1])  # numbers and the lists holding them
     if size[0] > ONE_CALL_ELEMENTS:
         raise _NeedsBlocks
-    values = arr.tolist()  # float32 becomes the same doubles as astype(float64)
+    if arr.size <= _SMALL_ARRAY:
+        values = arr.tolist()  # float32 becomes the same doubles as astype(float64)
+        if kind == "f" and not all(map(math.isfinite, arr.ravel().tolist())):
+            raise _NeedsBlocks
+        return values
     if kind == "f":
-        for x in (values if arr.ndim == 1 else arr.ravel().tolist()) if arr.ndim else (values,):
-            if not math.isfinite(x):
-                raise _NeedsBlocks
-    return values
+        arr = arr.astype(np.float64, copy=False)
+        if not np.isfinite(arr).all():
+            raise _NeedsBlocks
+    return np.ascontiguousarray(arr)
 
 
 def _write(node: Any, encoding: str, parts: list[bytes]) -> None:

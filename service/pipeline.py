@@ -38,7 +38,7 @@ from service import admission, batch_axes, graph_view, model_schema, msgpack_cod
 from service import requests as R
 from service.admission import Budget
 from service.builtin_models import BUILTIN_MODELS
-from service.compute import Options, PlanCache, abstract_shapes, elapsed_ms, run
+from service.compute import Options, PlanCache, abstract_shapes, computed_dtype, elapsed_ms, run
 from service.error_map import to_api_error
 from service.errors import (
     APIError,
@@ -649,10 +649,10 @@ def _dtype(name: str | None) -> np.dtype:
 
 
 def _float_dtype_of(result: Any, requested: str | None) -> str:
-    """The dtype the result was computed in: its first float leaf's, else its first leaf's."""
-    dtypes = [np.asarray(leaf).dtype for leaf in tree_flatten(result)[0]]
-    floats = [d for d in dtypes if d.kind == "f"]
-    return (floats or dtypes or [np.dtype(requested or "float64")])[0].name
+    """The dtype a result without a plan (check_grads) was computed in; the requested one if it
+    has no leaves."""
+    return computed_dtype([np.asarray(leaf).dtype for leaf in tree_flatten(result)[0]]) or \
+        np.dtype(requested or "float64").name
 
 
 def _check_like(args: list[Any], tangents: list[Any], params: list[str]) -> None:
