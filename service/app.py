@@ -11,11 +11,12 @@ keeps the connection usable.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import re
 import secrets
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -61,6 +62,23 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _JSON_TYPE = re.compile(r"application/json", re.I)
 
 
+# Request ids: 32 hex digits, a random prefix per process and a counter. Unique across the
+# processes of a deployment as a random UUID is, without reading the system's random source for
+# every request (a system call, a tenth of an echo's time).
+_ids = {"prefix": secrets.token_hex(8), "counter": itertools.count(secrets.randbelow(1 << 32))}
+
+
+def _new_request_id() -> str:
+    return f"{_ids['prefix']}{next(_ids['counter']) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+def _new_id_prefix() -> None:
+    _ids["prefix"] = secrets.token_hex(8)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)  # a forked server process counts on its own prefix
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -91,7 +109,7 @@ class RequestContextMiddleware:
             return
         incoming = dict(scope.get("headers") or [])
         given = incoming.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID.fullmatch(given) else _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
         state = {"status": 500, "started": False}
@@ -221,6 +239,25 @@ class DirectRoutes:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class NablaApp(FastAPI):
+    """The FastAPI application, with the direct routes (DirectRoutes) answered before FastAPI's own
+    middleware stack: its layers (error pages, telemetry, a body limit of its own) wrap every call
+    of those routes in several more Python frames, which cost a small gradient a third of its CPU
+    time, and do nothing for them that `front`, the RequestContextMiddleware in front of them,
+    does not already do (body limits, the JSON 500). Every other request goes through the stack,
+    where the same middleware is installed as usual."""
+
+    front: RequestContextMiddleware | None = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        front = self.front
+        if front is not None and scope["type"] == "http" and front.direct is not None \
+                and front.direct.match(scope) is not None:
+            await front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def refuse_unknown_query(names: Iterable[str], allowed: frozenset[str]) -> None:
@@ -482,9 +519,13 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                     **msgpack_codec.call_formats(request.headers.get("content-type"), request.headers.get("accept")),
                     **fields)
 
-    app.add_middleware(RequestContextMiddleware, settings=settings, pipeline=pipeline,
-                       error_forms={oip.PREFIX + "/": oip.in_oip_form},
-                       direct=DirectRoutes(lanes, authorize, accept_json))
+    context = {"settings": settings, "pipeline": pipeline, "error_forms": {oip.PREFIX + "/": oip.in_oip_form},
+               "direct": DirectRoutes(lanes, authorize, accept_json)}
+    app.add_middleware(RequestContextMiddleware, **context)
+    # FastAPIOffline builds a plain FastAPI object (with documentation pages served from the
+    # package): made a NablaApp afterwards, it answers the direct routes in front of its stack.
+    app.__class__ = NablaApp
+    app.front = RequestContextMiddleware(super(NablaApp, app).__call__, **context)
 
     # ------------------------------------------------------------------ compute routes
 

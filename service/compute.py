@@ -275,6 +275,8 @@ class Outcome:
     examples: int | None = None  # the batch size, with in_axes
     plan_s: tuple[float, float] | None = None  # seconds building its plan took, and its runs take
     dtype: str | None = None  # as Plan.dtype
+    plan_key: tuple | None = None  # the plan's key in the PlanCache (service.replay keeps it)
+    input_bytes: int = 0  # the bytes of the plan's inputs, as admission counted them
 
 
 def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *, plans: PlanCache,
@@ -320,12 +322,35 @@ def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *,
         response_bytes = admission.check_response(plan.results, encoding, budget)
         admission.check_memory(input_bytes, plan.peak_bytes, result_bytes, response_bytes, budget)
         plan.admitted.add((encoding, input_bytes))
-    if hit and plan.run_s > inline_max_s:
+    if hit:
+        _inline_if_quick(plan, inline_max_s)
+    else:
+        plans.put(key, plan)
+    outcome = _run_plan(plan, [x._value for x in leaves], opts, hit, examples)
+    outcome.plan_key, outcome.input_bytes = key, input_bytes
+    return outcome
+
+
+def run_cached(key: tuple, values: list[np.ndarray], opts: Options, *, plans: PlanCache, encoding: str,
+               inline_max_s: float = 0.0) -> Outcome | None:
+    """`run` for inputs already decoded to the plan's leaves, when the plan under `key` is cached
+    and has admitted inputs of this size for this encoding (the caller checked their shapes and
+    dtypes against the key); None when it is not, and `run` must decide."""
+    plan = plans.get(key)
+    if plan is None or (encoding, sum(v.nbytes for v in values)) not in plan.admitted:
+        return None
+    _inline_if_quick(plan, inline_max_s)
+    return _run_plan(plan, values, opts, True, None)
+
+
+def _inline_if_quick(plan: Plan, inline_max_s: float) -> None:
+    if plan.run_s > inline_max_s:
         # The worker's runs of this plan, which answer the call, then tell how long it takes here.
         needs_worker("this plan's runs take longer than NABLA_INLINE_MAX_MS", warm=False, plan=plan)
-    if not hit:
-        plans.put(key, plan)
-    outs = [Array(o) for o in plan.timed_run([x._value for x in leaves])]
+
+
+def _run_plan(plan: Plan, values: list[np.ndarray], opts: Options, hit: bool, examples: int | None) -> Outcome:
+    outs = [Array(o) for o in plan.timed_run(values)]
     result = tree_unflatten(plan.out_tree, outs)
     return Outcome(result_structure(result, opts), plan.graph.num_nodes, hit, examples, (plan.build_s, plan.run_s),
                    plan.dtype)

@@ -41,6 +41,7 @@ from array_codec import (
 )
 from engine.array import Array
 from engine.core import check_deadline
+from engine.plan import FP_ERROR_STATE
 from service.errors import InvalidArgument, LimitExceededError
 from service.model_schema import is_leaf, join
 
@@ -177,7 +178,7 @@ def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudge
             value = np.asarray(float(obj)) if obj.bit_length() < 1024 else _too_large(obj, float_dtype, where)
         else:
             value = np.asarray(obj)
-        return _as_dtype(value, float_dtype, where)
+        return as_dtype(value, float_dtype, where)
     if isinstance(obj, str) and obj in LENIENT_SPECIAL_FLOATS:
         return np.asarray(LENIENT_SPECIAL_FLOATS[obj], dtype=float_dtype)
     if not isinstance(obj, list):
@@ -205,7 +206,7 @@ def _numeric_leaf(obj: Any, float_dtype: np.dtype, where: str, budget: TreeBudge
         return None
     if arr.size == 0 and arr.ndim == 1 and not obj:
         return None  # [] is an empty list node, as in JAX
-    return _as_dtype(arr, float_dtype, where)
+    return as_dtype(arr, float_dtype, where)
 
 
 def _too_large(obj: Any, dtype: np.dtype, where: str) -> Any:
@@ -213,7 +214,7 @@ def _too_large(obj: Any, dtype: np.dtype, where: str) -> Any:
                           {"path": where})
 
 
-def _as_dtype(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
+def as_dtype(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
     """JSON numbers as `dtype`: into an integer type only when integral and in range; into a
     float type only when finite numbers stay finite (no silent overflow to infinity)."""
     if dtype.kind in "iu":
@@ -227,11 +228,25 @@ def _as_dtype(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
         return arr.astype(dtype)
     if arr.dtype == dtype:
         return arr  # built from the body for this request: nothing else holds it
-    with np.errstate(over="ignore"):
-        out = arr.astype(dtype)
-    if dtype.kind == "f" and arr.dtype.kind in "fiu" and np.isfinite(arr).all() and not np.isfinite(out).all():
+    out = _overflow_ignored(arr.astype, dtype)
+    # (the result is checked first: it is almost always finite, which settles the question)
+    if dtype.kind == "f" and arr.dtype.kind in "fiu" and not np.isfinite(out).all() and np.isfinite(arr).all():
         raise InvalidArgument(f"{where}: a number is too large for {dtype.name}", {"path": where})
     return out
+
+
+def _overflow_ignored(convert: Any, dtype: np.dtype) -> np.ndarray:
+    """convert(dtype) with NumPy's overflow warning off (np.errstate costs more than converting a
+    small array; engine.plan.FP_ERROR_STATE sets the same state directly)."""
+    if FP_ERROR_STATE is None:  # pragma: no cover - NumPy without the private error-state API
+        with np.errstate(over="ignore"):
+            return convert(dtype)
+    set_state, reset_state, make = FP_ERROR_STATE
+    token = set_state(make(over="ignore"))
+    try:
+        return convert(dtype)
+    finally:
+        reset_state(token)
 
 
 def _as_array(obj: list[Any]) -> np.ndarray:
@@ -356,10 +371,24 @@ class _NeedsBlocks(Exception):
     """The answer needs the block writer (see `dumps`)."""
 
 
+_AS_THEY_ARE = frozenset({str, bool, type(None)})
+
+
 def _finite_plain(node: Any, size: list[int]) -> Any:
     """The tree as orjson writes it the way `_write` would (float arrays as float64, 0-d arrays
     as numbers, namedtuples and dataclasses as objects, keys as strings); _NeedsBlocks if a float
     is not finite, an integer does not fit 64 bits, or the arrays pass ONE_CALL_ELEMENTS."""
+    # The exact types of an answer's usual nodes first (a meta block is a dozen of them); their
+    # subclasses (np.float64 is a float) take the general checks below.
+    kind = type(node)
+    if kind in _AS_THEY_ARE:
+        return node
+    if kind is float:
+        if not math.isfinite(node):
+            raise _NeedsBlocks
+        return node
+    if kind is dict:
+        return {k if type(k) is str else str(k): _finite_plain(v, size) for k, v in node.items()}
     if isinstance(node, Array):
         node = node._value
     if isinstance(node, dict):
