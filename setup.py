@@ -1,7 +1,8 @@
-"""The one C extension, engine._f32kernels (everything else is declared in pyproject.toml).
+"""The C extensions, engine._f32kernels and engine._fused (everything else is declared in pyproject.toml).
 
-It is optional: where it cannot be compiled (no C compiler, as in a slim container's build stage),
-the install still succeeds and engine._xla_f32 falls back to its NumPy emulation, with the same bits.
+Both are optional: where they cannot be compiled (no C compiler, as in a slim container's build stage),
+the install still succeeds, engine._xla_f32 falls back to its NumPy emulation and engine.fused to
+NumPy's ufuncs called one by one, with the same bits.
 """
 
 from setuptools import Extension, setup
@@ -25,6 +26,7 @@ class BuildExt(build_ext):
 
 
 setup(
-    ext_modules=[Extension("engine._f32kernels", ["engine/_f32kernels.c"], optional=True)],
+    ext_modules=[Extension("engine._f32kernels", ["engine/_f32kernels.c"], optional=True),
+                 Extension("engine._fused", ["engine/_fused.c"], optional=True)],
     cmdclass={"build_ext": BuildExt},
 )

@@ -7,12 +7,14 @@ loss's value alone in NumPy (issue 16's "one pass over the data").
 Columns (median microseconds per call, float64, single-threaded BLAS, interleaved round by round
 so machine noise hits all of them alike): np_fwd (the loss's value in plain NumPy: one pass over
 the data), np_manual (a hand-written NumPy forward and backward pass: two passes), nabla
-(engine.jit(engine.grad(f)), whose plan is blocked: engine/blocked.py), nabla_unblocked (the same
-compiled with blocking switched off, `engine.blocked.unblocked()`, as NABLA_BLOCKED_PLANS=0 does),
-and JAX jit when JAX is installed. Ratios are against np_fwd; the goal of issue 16 is
-nabla / np_fwd <= 1.25 on the regression. Every gradient is checked against np_manual's first.
-Large temporaries come from the heap in every column (`steady_allocator`), so page faults do
-not inflate np_fwd or the unblocked plans by chance.
+(engine.jit(engine.grad(f)), whose plan is blocked: engine/blocked.py; its blocks' elementwise
+chains and sums over rows run in C when engine._fused is built, engine/fused.py, as the header
+says), nabla_unblocked (the same compiled with blocking switched off,
+`engine.blocked.unblocked()`, as NABLA_BLOCKED_PLANS=0 does), and JAX jit when JAX is installed.
+Ratios are against np_fwd; the goal of issue 16 is nabla / np_fwd <= 1.25 on the regression.
+Every gradient is checked against np_manual's first. Large temporaries come from the heap in
+every column (`steady_allocator`), so page faults do not inflate np_fwd or the unblocked plans
+by chance.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from engine_bench import Workload, _to_engine, agree, available, machine, median
 
 import engine
 import engine.blocked
+import engine.fused
 
 engine.config.update("jax_enable_x64", True)
 
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     steady_allocator()
     print(f"# blocked plans benchmark, {time.strftime('%Y-%m-%d')}, {machine()}")
     print(f"# median microseconds per call, float64; blocks of about {engine.blocked.BLOCK_BYTES / 2 ** 20:g} MiB "
-          f"of rows over {engine.blocked.THRESHOLD_BYTES >> 20} MiB of row data")
+          f"of rows over {engine.blocked.THRESHOLD_BYTES >> 20} MiB of row data; block bodies: "
+          f"{engine.fused.IMPLEMENTATION}")
     print(render(run(workloads, budget, rounds)))
 
 

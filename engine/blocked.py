@@ -35,12 +35,21 @@ L2, and blocking pays (a 25000x100 regression was already faster blocked). Block
 kernels see the same row groups as in one product over all the rows), at least
 `MIN_BLOCK_ROWS`; a remainder of less than half a block joins the last block. The block size
 trades the per-block cost of each NumPy call (about 0.4 us, some 25 calls per block for the
-regression) against the block's staying in L2 (2 MiB on the development machine, 1 MiB on many
-others) until the backward pass reads it. On the 100000x100 regression, one block's plan run
-over and over in cache costs least per row at 1024-1280 rows (0.8-1 MiB: 3.4 ms for all the
-rows, against 4.2 ms at 512 rows and 3.6 ms at 1856). Streamed from memory, interleaved sweeps
-on the shared development machine found 1, 1.5 and 2 MiB blocks clearly faster than 256-512 KiB
-and 3-4 MiB ones, but could not rank them among themselves.
+regression, 3 with engine._fused) against the block's staying in L2 (1 MiB per core on the
+development machine, whose lscpu says "2 MiB (2 instances)") until the backward pass reads it.
+On the 100000x100 regression, one block's plan run over and over in cache costs least per row at
+1024-1280 rows (0.8-1 MiB: 3.4 ms for all the rows, against 4.2 ms at 512 rows and 3.6 ms at
+1856). Streamed from memory, interleaved sweeps on the shared development machine found 1, 1.5
+and 2 MiB blocks clearly faster than 256-512 KiB and 3-4 MiB ones, but could not rank them among
+themselves; with engine._fused, 1 MiB stayed best (1.42x np_fwd against 1.44x at 768 KiB, 1.46x
+at 1.5 MiB and 1.52x at 512 KiB, one interleaved run).
+
+The body. Each block's plan is the ordinary plan of the block graph, rewritten first by
+`engine.fused.fuse` when the C extension engine._fused is built: runs of float64 elementwise
+operations become one call running NumPy's own ufunc loops chunk by chunk in L1 (the same bits),
+and a product summing over the rows with a vector (X.T @ dz) is added up in C in an order of its
+own, as is a sum over rows of a chain's value (see the bound). Without the extension the body is
+one NumPy call per equation.
 
 Switching it off: set the environment variable NABLA_BLOCKED_PLANS=0 (read at each compile), or
 compile inside `with engine.blocked.unblocked():`. A blocked plan carries its layout as the
@@ -58,8 +67,13 @@ unblocked one, element for element, except in two places.
 
        |S_blocked - S_unblocked| <= 2 * gamma_n * sum_i |t_i|  <=  1.01 * n * eps * sum_i |t_i|
 
-   (the second form for n * eps <= 0.01, as 2 gamma_n = n eps / (1 - n eps / 2)). Operations
-   after the sums then act on these values: an exact one (negation, reshape) keeps the
+   (the second form for n * eps <= 0.01, as 2 gamma_n = n eps / (1 - n eps / 2)). With
+   engine._fused built, a product contracting the rows with a vector adds a block's terms in the
+   order engine/_fused.c documents (each group of four rows pairwise, then added to the running
+   sum), and the BLAS's order otherwise: orders of the same terms either way, so the bound is the
+   same, and likewise for a sum over rows of an elementwise result, which the C chain computing
+   that result adds up chunk by chunk (engine/fused.py). Chains run in C change no other bit.
+   Operations after the sums then act on these values: an exact one (negation, reshape) keeps the
    difference, a multiplication by c (1/N for a mean) scales it by |c| and rounds both results
    once more (about eps * |result| more), and so does an addition of a uniform value.
 2. A row-wise matrix product runs on a block of rows rather than on all of them. Each row's dot
@@ -84,6 +98,7 @@ from typing import Any
 
 import numpy as np
 
+from engine import fused
 from engine import plan as plans
 from engine.core import Eqn, Graph, Literal, ShapedArray, Tracer, Var, check_deadline
 from engine.plan import compile_plan
@@ -506,12 +521,14 @@ def _compile(graph: Graph, layout: _Layout, check_deadlines: bool) -> Callable[[
     body_graphs = [_block_graph(graph, layout, block, body_reads)]
     if last != block:
         body_graphs.append(_block_graph(graph, layout, last, body_reads))
+    # Elementwise chains and products summing over rows with a vector run in C (engine/fused.py).
+    fused_graphs = [fused.fuse(g, g.outvars) for g in body_graphs]
     prologue = _subgraph(graph, uniform_inputs, layout.prologue, carried)
     epilogue_in = list(layout.seeds) + [v for v in dict.fromkeys(epilogue_reads) if v not in consts]
     epilogue = _subgraph(graph, epilogue_in, layout.epilogue, list(graph.outvars))
     with unblocked():
         prologue_run = compile_plan(prologue, check_deadlines=check_deadlines)
-        body_runs = [compile_plan(g, check_deadlines=check_deadlines) for g in body_graphs]
+        body_runs = [compile_plan(g, check_deadlines=check_deadlines) for g in fused_graphs]
         epilogue_run = compile_plan(epilogue, check_deadlines=check_deadlines)
     prologue_fn, epilogue_fn = prologue_run.plan, epilogue_run.plan
 

@@ -11,6 +11,11 @@ rounds its result once more, about eps |result| (the negation is exact). The ter
 below: the per-row losses, and for a gradient X.T @ dz the products X_ik dz_i (so
 sum_i |t_i| = |X|.T @ |dz|). Graphs that are not sums over rows, and data under the threshold,
 keep the ordinary plan.
+
+A blocked plan's body runs its elementwise chains and its products summing over rows with a vector
+in C when engine._fused is built (engine/fused.py): the chains give NumPy's bits, the products add
+their terms in another order (bound 1 again). The bound tests run both ways (`implementation`), and
+the chains are checked to change no bit.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pytest
 
 import engine
 import engine.blocked as blocked
+import engine.fused as fused
 import engine.numpy as jnp
 from engine.core import deadline
 from engine.errors import DeadlineExceeded
@@ -31,6 +37,17 @@ from engine.plan import compile_plan
 from engine.tree_util import tree_leaves, tree_unflatten
 
 ROWS, FEATURES = 40_000, 100  # 32 MB of float64 data: over the 16 MiB threshold
+
+
+@pytest.fixture(params=["C", "NumPy"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Blocked plans with engine._fused's kernels, and without them (as where no compiler built the
+    extension: NumPy's calls one by one)."""
+    if request.param == "C" and fused._kernels is None:
+        pytest.skip("engine._fused is not built")
+    if request.param == "NumPy":
+        monkeypatch.setattr(fused, "_kernels", None)
+    return request.param
 
 
 def _data(rows: int = ROWS, features: int = FEATURES, dtype: type = np.float64, seed: int = 0):
@@ -83,7 +100,7 @@ def _assert_within(got, want, terms_abs_sum, n: int, eps: float, after: int = 0)
 # ----------------------------------------------------------------------------- blocked, within the bound
 
 
-@pytest.mark.usefixtures("x64")
+@pytest.mark.usefixtures("x64", "implementation")
 @pytest.mark.parametrize("penalty", [0.0, 0.01])
 def test_regression_value_and_gradient_are_blocked_within_the_bound(penalty: float) -> None:
     X, T, W, b = _data()
@@ -107,7 +124,7 @@ def test_regression_value_and_gradient_are_blocked_within_the_bound(penalty: flo
     np.testing.assert_allclose(value, -np.sum(ell) + penalty * np.sum(W * W), rtol=1e-12)
 
 
-@pytest.mark.usefixtures("x64")
+@pytest.mark.usefixtures("x64", "implementation")
 def test_a_mean_loss_divides_the_summed_rows_by_the_full_row_count() -> None:
     """1/N belongs to the whole data, not to a block: the mean's division happens after the loop
     (the value) or is folded into every row's cotangent (the gradient)."""
@@ -125,6 +142,7 @@ def test_a_mean_loss_divides_the_summed_rows_by_the_full_row_count() -> None:
     np.testing.assert_allclose(gW, X.T @ dz / ROWS, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.usefixtures("implementation")
 def test_float32_regression_within_the_float32_bound() -> None:
     X, T, W, b = _data(50_000, 100, np.float32, seed=2)  # 20 MB
     plan, reference, run = _plans(engine.grad(_logistic(X, T), (0, 1)), jnp.asarray(W), jnp.asarray(b))
@@ -138,7 +156,7 @@ def test_float32_regression_within_the_float32_bound() -> None:
     _assert_within(gb, gb_u, np.sum(np.abs(dz)), 50_000, eps)
 
 
-@pytest.mark.usefixtures("x64")
+@pytest.mark.usefixtures("x64", "implementation")
 def test_mlp_over_a_large_batch_passed_as_an_argument() -> None:
     """A two-layer MLP, mean cross-entropy over log_softmax along the classes (a max and a sum
     within each row), the batch an argument of the function rather than a captured constant."""
@@ -179,7 +197,7 @@ def test_mlp_over_a_large_batch_passed_as_an_argument() -> None:
     np.testing.assert_allclose(gW2, hid.T @ d2, rtol=1e-9, atol=1e-13)
 
 
-@pytest.mark.usefixtures("x64")
+@pytest.mark.usefixtures("x64", "implementation")
 def test_jit_uses_the_blocked_plan() -> None:
     X, T, W, b = _data(seed=4)
     grad = engine.jit(engine.grad(_logistic(X, T), (0, 1)))
@@ -191,10 +209,55 @@ def test_jit_uses_the_blocked_plan() -> None:
     np.testing.assert_allclose(float(gb), np.sum(dz), rtol=1e-10)
 
 
-# ----------------------------------------------------------------------------- left as they are
+def _mlp(rows: int = 40_000, d: int = 100, h: int = 16, c: int = 5):
+    rng = np.random.default_rng(10)
+    X, Y = rng.standard_normal((rows, d)), np.eye(c)[rng.integers(0, c, rows)]
+    params = [rng.standard_normal((d, h)) / np.sqrt(d), 0.1 * rng.standard_normal(h),
+              rng.standard_normal((h, c)) / np.sqrt(h), 0.1 * rng.standard_normal(c)]
+    Xe, Ye = jnp.asarray(X), jnp.asarray(Y)
+
+    def loss(p):
+        hidden = jnp.tanh(jnp.dot(Xe, p[0]) + p[1])
+        return -jnp.mean(jnp.sum(engine.nn.log_softmax(jnp.dot(hidden, p[2]) + p[3], axis=1) * Ye, axis=1))
+    return engine.value_and_grad(loss), [jnp.asarray(a) for a in params]
 
 
 @pytest.mark.usefixtures("x64")
+@pytest.mark.skipif(fused._kernels is None, reason="engine._fused is not built")
+@pytest.mark.parametrize("workload", ["regression", "MLP"])
+def test_chains_in_c_change_no_bit(workload: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With its elementwise chains in C (and its sums over rows left to NumPy), a blocked plan's
+    every output has the bits of the plan calling NumPy once per operation."""
+    if workload == "regression":
+        X, T, W, b = _data(seed=9)
+        fn, args = engine.value_and_grad(_logistic(X, T, penalty=0.01), (0, 1)), (jnp.asarray(W), jnp.asarray(b))
+    else:
+        fn, params = _mlp()
+        args = (params,)
+    graph = engine.optimize(engine.make_graph(fn)(*args))
+    leaves = [x._value for x in tree_leaves(args)]
+    real_fuse = fused.fuse
+    rewritten = []
+
+    def chains_only(g, sums_over_rows=()):
+        result = real_fuse(g)
+        rewritten.append(result is not g)
+        return result
+
+    monkeypatch.setattr(fused, "fuse", chains_only)
+    with_chains = compile_plan(graph)
+    assert rewritten and all(rewritten)
+    monkeypatch.setattr(fused, "fuse", lambda g, sums_over_rows=(): g)
+    numpy_calls = compile_plan(graph)
+    assert with_chains.blocking == numpy_calls.blocking
+    for got, want in zip(with_chains(leaves), numpy_calls(leaves)):
+        np.testing.assert_array_equal(np.asarray(got).view(np.uint64), np.asarray(want).view(np.uint64))
+
+
+# ----------------------------------------------------------------------------- left as they are
+
+
+@pytest.mark.usefixtures("x64", "implementation")
 def test_data_under_the_threshold_keeps_the_ordinary_plan_bit_for_bit() -> None:
     X, T, W, b = _data(2_000, 100)  # 1.6 MB
     plan, reference, run = _plans(engine.value_and_grad(_logistic(X, T), (0, 1)), jnp.asarray(W), jnp.asarray(b))
