@@ -313,6 +313,7 @@ class Lanes:
         # pool (used by other code in the process) out of the picture.
         self.threads = anyio.CapacityLimiter(settings.compute_threads + 4)
         self.inline_max_body = settings.inline_max_body_bytes
+        self.inline_max_s = settings.inline_max_ms / 1000
         self._warming: asyncio.Task | None = None
         self._inline_window, self._inline_spent = 0.0, 0.0
 
@@ -361,7 +362,9 @@ class Lanes:
             build_s, run_s = reply.plan_s
             if slow_plan is not None and self.workers is not None:
                 slow_plan.run_s = run_s
-            if warm and reply.status < 300 and build_s + run_s <= _WARM_MAX_S:
+            # Only a plan that the worker runs fast enough to be run inline is worth building here
+            # (a large model's would hold its data twice and compete with the worker for a core).
+            if warm and reply.status < 300 and build_s + run_s <= _WARM_MAX_S and run_s <= self.inline_max_s:
                 self._warm(call)
         return reply
 

@@ -92,6 +92,8 @@ def test_a_plan_slower_than_the_inline_limit_is_never_run_inline(make_client: Ca
         assert server.post("/v1/models/tutorial_logreg/grad", json=TUTORIAL).status_code == 200
         time.sleep(0.02)
     assert answered(server) == {"worker": 10}
+    # nor is it built in the server process: it could never be run there
+    assert len(server.app.state.service.plans) == 0
 
 
 def test_check_grads_has_no_plan_and_always_goes_to_a_worker(server: TestClient) -> None:
