@@ -387,8 +387,19 @@ def _finite_plain(node: Any, size: list[int]) -> Any:
         if not math.isfinite(node):
             raise _NeedsBlocks
         return node
+    if kind is int:
+        if not -(2**63) <= node < 2**64:
+            raise _NeedsBlocks
+        return node
     if kind is dict:
         return {k if type(k) is str else str(k): _finite_plain(v, size) for k, v in node.items()}
+    if kind is list:
+        return [_finite_plain(v, size) for v in node]
+    if kind is Array:
+        node = node._value
+        kind = type(node)
+    if kind is np.ndarray:
+        return _finite_array(node, size)
     if isinstance(node, Array):
         node = node._value
     if isinstance(node, dict):
