@@ -54,7 +54,7 @@ from service.pipeline import Call, Pipeline, Reply
 from service.requests import TRANSFORMS
 from service.settings import Settings
 from service.store import Registry, StoreError
-from service.workers import WorkerPool
+from service.workers import WorkerPool, freeze_startup_objects
 
 log = logging.getLogger("nabla")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -430,6 +430,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     async def lifespan(app: FastAPI) -> Any:
         if workers is not None:
             await anyio.to_thread.run_sync(workers.start)
+        freeze_startup_objects()
         log.info(startup_message(settings, pipeline))
         yield
         if workers is not None:

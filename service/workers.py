@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gc
 import logging
 import multiprocessing
 import os
@@ -50,6 +51,15 @@ def resident_bytes() -> int:
     """This process's resident set size (cheap: one read of /proc/self/statm)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * _PAGE
+
+
+def freeze_startup_objects() -> None:
+    """Keep the objects that exist once a process has started (modules, classes, the engine's
+    tables: some 86,000 in the server) out of every later garbage collection. Requests free their
+    own objects by reference counting, but each full collection still walked all of these: a
+    60 ms pause every 20,000 small requests or so."""
+    gc.collect()
+    gc.freeze()
 
 
 class _RecordedMetrics:
@@ -139,6 +149,7 @@ def _worker_main(conn: Connection, settings: Settings) -> None:
         return
     metrics = _RecordedMetrics()
     pipeline.metrics = metrics  # type: ignore[assignment]
+    freeze_startup_objects()
     conn.send(("ready", resident_bytes()))
     epoch = 0
     while True:
