@@ -371,7 +371,13 @@ class _NeedsBlocks(Exception):
     """The answer needs the block writer (see `dumps`)."""
 
 
-_AS_THEY_ARE = frozenset({str, bool, type(None)})
+class Verbatim(dict):
+    """A JSON object the service writes itself, of strings, finite numbers, booleans, None and
+    such objects only (an answer's `meta`): the writer passes it to orjson as it is, without
+    checking each value (orjson writes dict subclasses as objects)."""
+
+
+_AS_THEY_ARE = frozenset({str, bool, type(None), Verbatim})
 
 
 def _finite_plain(node: Any, size: list[int]) -> Any:

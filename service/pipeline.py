@@ -61,7 +61,7 @@ from service.functions import (
     encode_constants,
 )
 from service.inline import NeedsWorker, inline
-from service.json_trees import MAX_DIMENSIONS, TreeBudget, decode_tree, dumps
+from service.json_trees import MAX_DIMENSIONS, TreeBudget, Verbatim, decode_tree, dumps
 from service.metrics import Metrics
 from service.msgpack_codec import JSON, MSGPACK
 from service.settings import Settings
@@ -391,9 +391,8 @@ class Pipeline:
                 start: float) -> Result:
         self.metrics.observe_cache(outcome.cache_hit)
         payload: dict[str, Any] = dict(outcome.result)
-        payload["meta"] = {"transform": transform, "dtype": dtype,
-                           "elapsed_ms": elapsed_ms(start),
-                           "graph_nodes": outcome.graph_nodes, "cache_hit": outcome.cache_hit}
+        payload["meta"] = Verbatim(transform=transform, dtype=dtype, elapsed_ms=elapsed_ms(start),
+                                   graph_nodes=outcome.graph_nodes, cache_hit=outcome.cache_hit)
         if outcome.examples is not None:
             payload["meta"]["examples"] = outcome.examples
         if function.model is not None:
