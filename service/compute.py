@@ -276,7 +276,6 @@ class Outcome:
     plan_s: tuple[float, float] | None = None  # seconds building its plan took, and its runs take
     dtype: str | None = None  # as Plan.dtype
     plan_key: tuple | None = None  # the plan's key in the PlanCache (service.replay keeps it)
-    input_bytes: int = 0  # the bytes of the plan's inputs, as admission counted them
 
 
 def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *, plans: PlanCache,
@@ -327,7 +326,7 @@ def run(function: Function, opts: Options, args: list[Any], extra: list[Any], *,
     else:
         plans.put(key, plan)
     outcome = _run_plan(plan, [x._value for x in leaves], opts, hit, examples)
-    outcome.plan_key, outcome.input_bytes = key, input_bytes
+    outcome.plan_key = key
     return outcome
 
 

@@ -376,8 +376,7 @@ class Pipeline:
         outcome = run(function, opts, args, extra, plans=self.plans, budget=self.budget, encoding=encoding,
                       inline_max_s=self.settings.inline_max_ms / 1000)
         dtype = outcome.dtype or _float_dtype_of(outcome.result, request.dtype)
-        if shape_key is not None and transform in replay.REPLAYED_TRANSFORMS and in_axes is None \
-                and outcome.plan_key is not None:
+        if shape_key is not None and outcome.plan_key is not None:
             forms = [replay.argument_form(value, decoded, where)
                      for value, decoded, where in zip(body["args"], args, function.params)]
             if all(forms):

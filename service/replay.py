@@ -105,8 +105,8 @@ class Replay:
 
 def skeleton(transform: str, model: str | None, accept: str, body: Any) -> tuple | None:
     """The key of a body's replay: everything but the argument values; None when the body cannot
-    have one."""
-    if type(body) is not dict:
+    have one (so that a body of tangents or vectors is never written out again for nothing)."""
+    if transform not in REPLAYED_TRANSFORMS or type(body) is not dict or "in_axes" in body:
         return None
     args = body.get("args")
     if type(args) is not list:
