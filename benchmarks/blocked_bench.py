@@ -8,8 +8,8 @@ Columns (median microseconds per call, float64, single-threaded BLAS, interleave
 so machine noise hits all of them alike): np_fwd (the loss's value in plain NumPy: one pass over
 the data), np_manual (a hand-written NumPy forward and backward pass: two passes), nabla
 (engine.jit(engine.grad(f)), whose plan is blocked: engine/blocked.py; its blocks' elementwise
-chains and sums over rows run in C when engine._fused is built, engine/fused.py, as the header
-says), nabla_unblocked (the same compiled with blocking switched off,
+chains, sums over rows and products of the rows with a vector run in C when engine._fused is
+built, engine/fused.py, as the header says), nabla_unblocked (the same compiled with blocking switched off,
 `engine.blocked.unblocked()`, as NABLA_BLOCKED_PLANS=0 does), and JAX jit when JAX is installed.
 Ratios are against np_fwd; the goal of issue 16 is nabla / np_fwd <= 1.25 on the regression.
 Every gradient is checked against np_manual's first. Large temporaries come from the heap in

@@ -42,14 +42,16 @@ On the 100000x100 regression, one block's plan run over and over in cache costs 
 1856). Streamed from memory, interleaved sweeps on the shared development machine found 1, 1.5
 and 2 MiB blocks clearly faster than 256-512 KiB and 3-4 MiB ones, but could not rank them among
 themselves; with engine._fused, 1 MiB stayed best (1.42x np_fwd against 1.44x at 768 KiB, 1.46x
-at 1.5 MiB and 1.52x at 512 KiB, one interleaved run).
+at 1.5 MiB and 1.52x at 512 KiB, one interleaved run). With the forward product in C as well, 1
+and 2 MiB tied (0.63x and 0.64x np_fwd), ahead of 512 KiB (0.73x) and 4 MiB (0.76x).
 
 The body. Each block's plan is the ordinary plan of the block graph, rewritten first by
 `engine.fused.fuse` when the C extension engine._fused is built: runs of float64 elementwise
 operations become one call running NumPy's own ufunc loops chunk by chunk in L1 (the same bits),
-and a product summing over the rows with a vector (X.T @ dz) is added up in C in an order of its
-own, as is a sum over rows of a chain's value (see the bound). Without the extension the body is
-one NumPy call per equation.
+a product summing over the rows with a vector (X.T @ dz) is added up in C in an order of its
+own, as is a sum over rows of a chain's value (bound 1), and a product of the rows with a vector
+(X @ w, the pass that streams the block from memory) takes each row's dot product in C in an
+order of its own (bound 2). Without the extension the body is one NumPy call per equation.
 
 Switching it off: set the environment variable NABLA_BLOCKED_PLANS=0 (read at each compile), or
 compile inside `with engine.blocked.unblocked():`. A blocked plan carries its layout as the
@@ -77,12 +79,15 @@ unblocked one, element for element, except in two places.
    difference, a multiplication by c (1/N for a mean) scales it by |c| and rounds both results
    once more (about eps * |result| more), and so does an addition of a uniform value.
 2. A row-wise matrix product runs on a block of rows rather than on all of them. Each row's dot
-   product is still the same K products, but the BLAS chooses its kernel by the operands' shape
-   and may add them in a different order for a block (seen with OpenBLAS for small blocks), so
-   such a row can differ by at most 2 * gamma_K * sum_k |x_ik w_k|, the size of that dot
-   product's own rounding error in either plan; later row-wise operations propagate it as they
-   propagate that rounding. Blocks of `ROW_ALIGN` multiples and of at least half a block keep
-   BLAS on the same kernels in the common cases (the regression's rows are bit-identical).
+   product is still the same K products, but added in another order: with engine._fused built, a
+   product of the rows with a vector (the regression's X @ w) is computed in C in the order
+   engine/_fused.c documents; otherwise, and for products with a matrix, the BLAS chooses its
+   kernel by the operands' shape and may add them in a different order for a block (seen with
+   OpenBLAS for small blocks). Either way such a row can differ by at most
+   2 * gamma_K * sum_k |x_ik w_k|, the size of that dot product's own rounding error in either
+   plan; later row-wise operations propagate it as they propagate that rounding. Blocks of
+   `ROW_ALIGN` multiples and of at least half a block keep BLAS on the same kernels in the common
+   cases (without engine._fused, the regression's rows are bit-identical).
 tests/test_blocked_plans.py checks bound 1 against the unblocked plan on random data.
 """
 

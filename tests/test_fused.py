@@ -344,3 +344,77 @@ def test_contractions_of_other_layouts_are_numpys_matmul() -> None:
     assert_same_bits(kernels.contract_right(a.T, wide), np.matmul(a.T, wide))
     with pytest.raises(ValueError):
         kernels.contract_right(a.T, rng.standard_normal((49, 1)))
+
+
+# ----------------------------------------------------------------------------- row products
+
+
+def row_products_in_order(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Each row's dot product with w in engine._fused's documented order: term k (a rounded product)
+    into running sum k mod 8, in the order of k, then ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))."""
+    n, K = a.shape
+    s = np.zeros((8, n))
+    for k in range(K):
+        s[k % 8] = s[k % 8] + a[:, k] * w[k]
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]))
+
+
+@needs_kernels
+@pytest.mark.parametrize("K", [0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 100])
+def test_row_products_add_in_the_documented_order(K: int) -> None:
+    kernels = fused._kernels
+    for n in (0, 1, 2, 3, 5, 64, 1216):
+        rng = np.random.default_rng(n * 131 + K)
+        scale = np.exp(rng.uniform(-30, 30, (n + 3, K + 2)))  # magnitudes far apart: the order shows
+        dense = np.ascontiguousarray((rng.standard_normal((n + 3, K + 2)) * scale)[:n, 1:K + 1])
+        strided = (rng.standard_normal((n + 3, K + 2)) * scale)[:n, 1:K + 1]  # row stride > K
+        w = rng.standard_normal(K) * np.exp(rng.uniform(-30, 30, K))
+        for a in (dense, strided):
+            want = row_products_in_order(a, w)
+            column = kernels.row_product(a, w.reshape(K, 1))
+            vector = kernels.row_product(a, w)
+            assert column.shape == (n, 1) and vector.shape == (n,)
+            assert_same_bits(column[:, 0], want)
+            assert_same_bits(vector, want)
+
+
+@needs_kernels
+def test_row_products_stay_within_the_dot_product_bound_of_numpys() -> None:
+    """Another order of the same K products as the BLAS's: |ours - BLAS| <= 2 gamma_K sum_k |a_k w_k|
+    (engine/blocked.py's bound 2)."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((2000, 100)) * np.exp(rng.uniform(-5, 5, (2000, 100)))
+    w = rng.standard_normal(100)
+    eps, K = np.finfo(np.float64).eps, a.shape[1]
+    gamma = K * eps / 2 / (1 - K * eps / 2)
+    got, want = fused._kernels.row_product(a, w), a @ w
+    assert np.all(np.abs(got - want) <= 2 * gamma * (np.abs(a) @ np.abs(w)))
+
+
+@needs_kernels
+def test_row_products_of_other_layouts_are_numpys_matmul() -> None:
+    kernels = fused._kernels
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((50, 7))
+    w = rng.standard_normal((7, 1))
+    column_major = np.asfortranarray(a)  # a row's elements not adjacent
+    assert_same_bits(kernels.row_product(column_major, w), np.matmul(column_major, w))
+    f32 = a.astype(np.float32)
+    np.testing.assert_array_equal(kernels.row_product(f32, w.astype(np.float32)), np.matmul(f32, w.astype(np.float32)))
+    wide = rng.standard_normal((7, 2))
+    assert_same_bits(kernels.row_product(a, wide), np.matmul(a, wide))
+    with pytest.raises(ValueError):
+        kernels.row_product(a, rng.standard_normal((6, 1)))
+
+
+@needs_kernels
+def test_row_wise_products_with_a_vector_are_rewritten_unless_asked_not_to() -> None:
+    """In a block's graph, a product of the rows with a vector becomes a row product in C; one with a
+    matrix stays the BLAS's, and `products=False` leaves every product alone."""
+    from engine.primitives import matmul_p
+    n, K = 1216, 100
+    x, w, m = Var(ShapedArray((n, K), F8)), Var(ShapedArray((K, 1), F8)), Var(ShapedArray((K, 3), F8))
+    z, y = Var(ShapedArray((n, 1), F8)), Var(ShapedArray((n, 3), F8))
+    graph = _graph([x, w, m], [Eqn(matmul_p, [x, w], [z], {}), Eqn(matmul_p, [x, m], [y], {})], [z, y])
+    assert [e.prim.name for e in fused.fuse(graph).eqns] == ["row_products", "matmul"]
+    assert fused.fuse(graph, products=False) is graph
