@@ -1,6 +1,7 @@
 /* engine._fused: a chain of float64 elementwise operations run by NumPy's own ufunc loops, a chunk
-   of elements at a time; a product summing over the rows of a block (A.T @ d for a vector d); and
-   the product of a block's rows with a vector (A @ w).
+   of elements at a time; a product summing over the rows of a block (A.T @ d for a vector d); the
+   product of a block's rows with a vector (A @ w); and scalar programs, graphs of 0-d float64
+   arithmetic run on a file of double registers (engine/scalar_program.py).
 
    Chains (engine/fused.py builds them).  A blocked plan (engine/blocked.py) computes a loss one block
    of ~1000 rows at a time; called one by one from Python, its twenty-odd elementwise operations
@@ -36,6 +37,7 @@
 #include <Python.h>
 
 #include <fenv.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -453,6 +455,181 @@ static PyTypeObject ChainType = {
     .tp_new = chain_new,
 };
 
+/* ----------------------------------------------------------------------------- scalar programs */
+
+/* A graph made only of 0-d float64 arithmetic (a scalar recurrence and its gradient) as a program on
+   a file of double registers (engine/scalar_program.py builds it).  + - * / and negation are the
+   IEEE operations NumPy's scalars perform; sin, cos, sqrt and fabs are the C library's, which
+   engine.plan._math_twin has checked return NumPy's bits in this process (CPython's math module
+   calls the same functions).  A NaN in any output returns None: which of two NaNs comes out of an
+   operation differs between implementations, so the caller then runs NumPy's plan. */
+
+enum { OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_NEG, OP_SIN, OP_COS, OP_SQRT, OP_ABS, OP_COUNT };
+
+typedef struct {
+    int op, dst, a, b;
+} scalar_op;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    int n_inputs, n_constants, n_registers, n_ops, n_outputs;
+    double *constants; /* registers n_inputs .. n_inputs + n_constants - 1 */
+    scalar_op *ops;
+    int *outputs;
+} ScalarProgram;
+
+static void program_dealloc(ScalarProgram *self) {
+    PyMem_Free(self->constants);
+    PyMem_Free(self->ops);
+    PyMem_Free(self->outputs);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *program_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
+/* ScalarProgram(n_inputs, constants, n_registers, ops, outputs): registers 0 .. n_inputs - 1 hold
+   the inputs, the next ones the constants; ops are (opcode, destination, a, b) with b ignored by
+   unary operations; a destination is never an input's or a constant's register. */
+static PyObject *program_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    int n_inputs, n_registers;
+    PyObject *constants, *ops, *outputs;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "ScalarProgram takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "iO!iO!O!:ScalarProgram", &n_inputs, &PyTuple_Type, &constants, &n_registers,
+                          &PyTuple_Type, &ops, &PyTuple_Type, &outputs))
+        return NULL;
+    ScalarProgram *self = (ScalarProgram *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->vectorcall = program_vectorcall;
+    self->n_inputs = n_inputs;
+    self->n_constants = (int)PyTuple_GET_SIZE(constants);
+    self->n_registers = n_registers;
+    self->n_ops = (int)PyTuple_GET_SIZE(ops);
+    self->n_outputs = (int)PyTuple_GET_SIZE(outputs);
+    self->constants = PyMem_Calloc((size_t)self->n_constants + 1, sizeof(double));
+    self->ops = PyMem_Calloc((size_t)self->n_ops + 1, sizeof(scalar_op));
+    self->outputs = PyMem_Calloc((size_t)self->n_outputs + 1, sizeof(int));
+    if (!self->constants || !self->ops || !self->outputs) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    int fixed = n_inputs + self->n_constants;
+    if (n_inputs < 0 || n_registers < fixed || self->n_outputs < 1) {
+        PyErr_SetString(PyExc_ValueError, "a program has registers for its inputs and constants, and outputs");
+        goto fail;
+    }
+    for (int i = 0; i < self->n_constants; i++) {
+        self->constants[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(constants, i));
+        if (self->constants[i] == -1.0 && PyErr_Occurred()) goto fail;
+    }
+    for (int k = 0; k < self->n_ops; k++) {
+        scalar_op *op = &self->ops[k];
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(ops, k), "iiii", &op->op, &op->dst, &op->a, &op->b)) goto fail;
+        if (op->op < 0 || op->op >= OP_COUNT || op->dst < fixed || op->dst >= n_registers || op->a < 0 ||
+            op->a >= n_registers || op->b < 0 || op->b >= n_registers) {
+            PyErr_SetString(PyExc_ValueError, "an operation's code or register is out of range");
+            goto fail;
+        }
+    }
+    for (int j = 0; j < self->n_outputs; j++) {
+        long r = PyLong_AsLong(PyTuple_GET_ITEM(outputs, j));
+        if (r < 0 || r >= n_registers) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "an output's register is out of range");
+            goto fail;
+        }
+        self->outputs[j] = (int)r;
+    }
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static void run_program(const ScalarProgram *self, double *r) {
+    const scalar_op *op = self->ops, *end = self->ops + self->n_ops;
+    for (; op < end; op++) {
+        double a = r[op->a], b = r[op->b];
+        switch (op->op) {
+        case OP_ADD: r[op->dst] = a + b; break;
+        case OP_SUB: r[op->dst] = a - b; break;
+        case OP_MUL: r[op->dst] = a * b; break;
+        case OP_DIV: r[op->dst] = a / b; break;
+        case OP_NEG: r[op->dst] = -a; break;
+        case OP_SIN: r[op->dst] = sin(a); break;
+        case OP_COS: r[op->dst] = cos(a); break;
+        case OP_SQRT: r[op->dst] = sqrt(a); break;
+        default: r[op->dst] = fabs(a); break; /* OP_ABS */
+        }
+    }
+}
+
+static PyObject *program_vectorcall(PyObject *obj, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    ScalarProgram *self = (ScalarProgram *)obj;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL || nargs != self->n_inputs) {
+        PyErr_Format(PyExc_TypeError, "the program takes %d positional inputs", self->n_inputs);
+        return NULL;
+    }
+    enum { SMALL = 512 };
+    double small[SMALL];
+    double *r = self->n_registers <= SMALL ? small : PyMem_Malloc((size_t)self->n_registers * sizeof(double));
+    if (r == NULL) return PyErr_NoMemory();
+    PyObject *result = NULL;
+    for (int i = 0; i < self->n_inputs; i++) {
+        r[i] = PyFloat_AsDouble(args[i]);
+        if (r[i] == -1.0 && PyErr_Occurred()) goto done;
+    }
+    memcpy(r + self->n_inputs, self->constants, (size_t)self->n_constants * sizeof(double));
+    run_program(self, r);
+    for (int j = 0; j < self->n_outputs; j++) {
+        double v = r[self->outputs[j]];
+        if (v != v) { /* a NaN: NumPy's plan decides which one */
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    if ((result = PyList_New(self->n_outputs)) == NULL) goto done;
+    for (int j = 0; j < self->n_outputs; j++) {
+        PyObject *value = PyFloat_FromDouble(r[self->outputs[j]]);
+        PyObject *scalar = value == NULL ? NULL : PyObject_CallOneArg(np_float64, value);
+        Py_XDECREF(value);
+        if (scalar == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, j, scalar);
+    }
+done:
+    if (r != small) PyMem_Free(r);
+    return result;
+}
+
+static PyObject *program_ops(ScalarProgram *self, void *closure) {
+    return PyLong_FromLong(self->n_ops);
+}
+
+static PyGetSetDef program_getset[] = {
+    {"operations", (getter)program_ops, NULL, "the number of operations in the program", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ScalarProgramType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "engine._fused.ScalarProgram",
+    .tp_basicsize = sizeof(ScalarProgram),
+    .tp_dealloc = (destructor)program_dealloc,
+    .tp_vectorcall_offset = offsetof(ScalarProgram, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "ScalarProgram(n_inputs, constants, n_registers, ops, outputs): called with the inputs (floats), "
+              "returns a list of numpy.float64 outputs, or None when an output is NaN.",
+    .tp_new = program_new,
+    .tp_getset = program_getset,
+};
+
 /* ----------------------------------------------------------------------------- contractions */
 
 #if defined(__GNUC__)
@@ -699,7 +876,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_fused",
     "Chains of NumPy's float64 ufunc loops run chunk by chunk, products summing over rows and products of "
-    "rows with a vector (see engine/fused.py).", -1, methods,
+    "rows with a vector (see engine/fused.py); scalar programs (see engine/scalar_program.py).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__fused(void) {
@@ -709,6 +886,11 @@ PyMODINIT_FUNC PyInit__fused(void) {
     Py_INCREF(&ChainType);
     if (PyModule_AddObject(module, "Chain", (PyObject *)&ChainType) < 0) {
         Py_DECREF(&ChainType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (PyType_Ready(&ScalarProgramType) < 0 || PyModule_AddObjectRef(module, "ScalarProgram",
+                                                                      (PyObject *)&ScalarProgramType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

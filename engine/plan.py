@@ -21,6 +21,8 @@ sqrt(-1)); or a NaN reaches a crossing. IEEE arithmetic fixes every result excep
 NaN operands comes out (its sign and payload), and that differs between NumPy's scalar
 arithmetic, its ufuncs, and CPython's generic and specialised float operations; every operation
 on Python floats propagates NaN, so a computation that produced one shows it at a crossing.
+A graph made only of such arithmetic is compiled further, when engine._fused is built, into one
+call into C with the same operations and the same NaN rule (engine/scalar_program.py).
 """
 
 from __future__ import annotations
@@ -106,15 +108,22 @@ def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[lis
 
     if (blocked := blocked_plan(graph, check_deadlines)) is not None:
         return blocked
+    from engine.scalar_program import compile_program  # 0-d float64 arithmetic only: one call into C
+
     graph = _without_uniform_constants(graph)
     source, plan = _generate(graph, check_deadlines, floats=False)
     numpy_source = source
-    if _float_candidate(graph):
-        generated = _generate(graph, check_deadlines, floats=True)
-        if generated is not None:
-            source, fast = generated
-            plan = _falling_back(fast, plan)
-    call = errors_ignored(plan)
+    program = compile_program(graph) if _float_candidate(graph) else None
+    if program is not None:
+        source, scalar_program = program
+        plan = call = _running_program(scalar_program, errors_ignored(plan), check_deadlines)
+    else:
+        if _float_candidate(graph):
+            generated = _generate(graph, check_deadlines, floats=True)
+            if generated is not None:
+                source, fast = generated
+                plan = _falling_back(fast, plan)
+        call = errors_ignored(plan)
 
     def run(leaves: list[Any]) -> list[Any]:
         # 0-d inputs become NumPy scalars, which NumPy computes with far less overhead.
@@ -210,6 +219,18 @@ def _falling_back(fast: Callable[..., list[Any]], exact: Callable[..., list[Any]
             # Python raised where NumPy gives inf or nan (x / 0.0, sin(inf)), or a NaN came out:
             # NumPy's plan then computes every value, as without Python floats.
             return exact(*values)
+    return plan
+
+
+def _running_program(program: Callable[..., list[Any] | None], exact: Callable[..., list[Any]],
+                     check_deadlines: bool) -> Callable[..., list[Any]]:
+    """A plan running a scalar program (engine/scalar_program.py), and NumPy's plan when the
+    program reports a NaN. The program runs to its end once started: the deadline is checked first."""
+    def plan(*values: Any) -> list[Any]:
+        if check_deadlines:
+            check_deadline()
+        results = program(*values)
+        return exact(*values) if results is None else results
     return plan
 
 

@@ -22,6 +22,7 @@ import pytest
 import engine
 import engine.numpy as jnp
 import engine.plan
+import engine.scalar_program
 from engine.core import eval_graph
 from engine.plan import _math_twin, compile_plan, errors_ignored
 from engine.tree_util import tree_leaves, tree_structure
@@ -218,47 +219,125 @@ def selecting(x: Any) -> Any:
     return x
 
 
-def plans(fn: Callable[[Any], Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
-    """fn's gradient graph compiled with Python floats, and as the plain NumPy plan."""
+FAST_FORMS = ["C program", "Python floats"]
+
+
+def plans(fn: Callable[[Any], Any], monkeypatch: pytest.MonkeyPatch, form: str = "Python floats") -> tuple[Any, Any]:
+    """fn's gradient graph compiled in a fast form (a scalar program in C where the graph is all 0-d
+    float64 arithmetic, or Python floats, as where engine._fused is not built), and as the plain
+    NumPy plan."""
     graph = engine.optimize(engine.make_graph(engine.grad(fn))(np.float64(0.3)))
-    floats = compile_plan(graph)
+    if form == "C program" and engine.scalar_program._kernels is None:
+        pytest.skip("engine._fused is not built")
+    with monkeypatch.context() as m:
+        if form == "Python floats":
+            m.setattr(engine.scalar_program, "_kernels", None)
+        fast = compile_plan(graph)
     with monkeypatch.context() as m:
         m.setattr(engine.plan, "MIN_FLOAT_OPERATIONS", 10**9)
         numpy_only = compile_plan(graph)
-    assert "float(" not in numpy_only.source
-    return floats, numpy_only
+    assert "float(" not in numpy_only.source and "scalar program" not in numpy_only.source
+    return fast, numpy_only
 
 
 def scalar_inputs(n: int) -> list[float]:
     return SPECIALS + [0.5, 1.5, -0.5] + RNG.standard_normal(n).tolist() + (RNG.standard_normal(n) * 1e3).tolist()
 
 
+@pytest.mark.parametrize("form", FAST_FORMS)
 @pytest.mark.parametrize("fn", [chain, guarded, selecting], ids=["sin chain", "division, sqrt, cos", "abs"])
-def test_python_float_plans_give_the_numpy_plans_bits(fn: Callable, monkeypatch: pytest.MonkeyPatch, x64: None) -> None:
-    floats, numpy_only = plans(fn, monkeypatch)
-    assert "float(" in floats.source and "_f64(" in floats.source
+def test_fast_scalar_plans_give_the_numpy_plans_bits(fn: Callable, form: str, monkeypatch: pytest.MonkeyPatch,
+                                                      x64: None) -> None:
+    fast, numpy_only = plans(fn, monkeypatch, form)
+    if form == "C program" and fn is not selecting:
+        assert fast.source.startswith("# a scalar program")
+    else:  # `where` (abs's derivative) is not arithmetic: the graph stays a Python plan
+        assert "float(" in fast.source and "_f64(" in fast.source
     # Many calls: CPython specialises float operations after a few, and its specialised addition
     # keeps the other of two NaNs than its generic one.
     for x in scalar_inputs(300) + SPECIALS * 20:
-        for value in (np.float64(x), np.array(x)):
-            got, want = floats([value]), numpy_only([value])
+        for value in (np.float64(x), np.array(x), x):
+            got, want = fast.call(*[value[()] if isinstance(value, np.ndarray) else value]), numpy_only([value])
             assert bits(got) == bits(want), x
+            assert bits(fast([value])) == bits(want), x
             assert type(got[0]) is np.float64
 
 
-def test_division_by_zero_falls_back_to_numpys_infinity(monkeypatch: pytest.MonkeyPatch, x64: None) -> None:
-    floats, numpy_only = plans(guarded, monkeypatch)
-    got = floats([np.float64(0.5)])
+@pytest.mark.parametrize("form", FAST_FORMS)
+def test_division_by_zero_falls_back_to_numpys_infinity(form: str, monkeypatch: pytest.MonkeyPatch, x64: None) -> None:
+    fast, numpy_only = plans(guarded, monkeypatch, form)
+    got = fast([np.float64(0.5)])
     assert bits(got) == bits(numpy_only([np.float64(0.5)])) and not np.isfinite(got[0])
 
 
 def test_the_sin_chain_is_written_as_python_expressions(monkeypatch: pytest.MonkeyPatch, x64: None) -> None:
-    floats, numpy_only = plans(chain, monkeypatch)
+    floats, numpy_only = plans(chain, monkeypatch, "Python floats")
     body = floats.source.splitlines()[1:]
     assert len(body) < len(numpy_only.source.splitlines()) / 2  # single-use values inline
     assert not any(line.strip().startswith("del") for line in body)  # Python floats need no deleting
     if _math_twin(np.sin) is not None:
         assert "_m_sin(" in floats.source
+
+
+def test_the_sin_chain_is_one_scalar_program(monkeypatch: pytest.MonkeyPatch, x64: None) -> None:
+    """Each equation of the chain's gradient graph (sin, cos, a product, a sum) is one operation of
+    the program, and the listing says which."""
+    if _math_twin(np.sin) is None or _math_twin(np.cos) is None:
+        pytest.skip("NumPy's sin or cos differs from the C library's on this machine")
+    graph = engine.optimize(engine.make_graph(engine.grad(chain))(np.float64(0.3)))
+    program, _ = plans(chain, monkeypatch, "C program")
+    body = program.source.splitlines()
+    operations = [line for line in body[1:-1] if not line.split(" = ")[1][0].isdigit()]
+    assert len(operations) == len(graph.eqns)
+    for name in ("sin", "cos"):
+        assert sum(f"= {name}(" in line for line in operations) == sum(e.prim.name == name for e in graph.eqns) > 25
+    assert body[-1].startswith("return [r")
+
+
+def test_a_program_stops_at_a_past_deadline(monkeypatch: pytest.MonkeyPatch, x64: None) -> None:
+    from engine.core import deadline
+    from engine.errors import DeadlineExceeded
+    program, _ = plans(chain, monkeypatch, "C program")
+    with deadline(-1.0), pytest.raises(DeadlineExceeded):
+        program([np.float64(0.3)])
+
+
+def test_templates_compile_with_pythons_precedence() -> None:
+    """Negation binds tighter than * and /, which bind tighter than + and -, left to right."""
+    from engine import scalar_program
+    if scalar_program._kernels is None:
+        pytest.skip("engine._fused is not built")
+    cases = {
+        "-{0} * {1}": lambda a, b, c: (-a) * b,
+        "{0} - {1} - {2}": lambda a, b, c: (a - b) - c,
+        "{0} / {1} * {2}": lambda a, b, c: (a / b) * c,
+        "{0} + {1} * {2}": lambda a, b, c: a + (b * c),
+        "({0} + {1}) * -{2}": lambda a, b, c: (a + b) * (-c),
+        "{0} * {0} * {0}": lambda a, b, c: (a * a) * a,
+        "_m_sqrt({0} * {0} + {1}) / ({2} - {1})": lambda a, b, c: math.sqrt(a * a + b) / (c - b),
+        "--{0}": lambda a, b, c: a,  # two negations: the value itself
+    }
+    values = [(1e16, 1.0, -1.0), (0.1, 0.2, 0.3), (3.0, 7.0, 1e-300), (-2.5, 1e308, 10.0)]
+    for template, want in cases.items():
+        builder = scalar_program._Builder(3)
+        result = scalar_program._compile_template(template, [0, 1, 2], builder)
+        program = scalar_program._kernels.ScalarProgram(3, (), builder.n_registers, tuple(builder.ops), (result,))
+        for a, b, c in values:
+            got = program(a, b, c)
+            expected = want(a, b, c)
+            if math.isnan(expected):
+                assert got is None
+            else:
+                assert got is not None and np.float64(expected).tobytes() == got[0].tobytes(), (template, a, b, c)
+    for bad in ["{0} ** {1}", "{0} // {1}", "_m_exp({0})", "({0}", "{0} +"]:
+        with pytest.raises(scalar_program._NotAProgram):
+            scalar_program._compile_template(bad, [0, 1], scalar_program._Builder(2))
+
+
+def test_graphs_with_arrays_are_not_scalar_programs(x64: None) -> None:
+    from engine.scalar_program import compile_program
+    graph = engine.optimize(engine.make_graph(engine.grad(lambda x: jnp.sum(jnp.sin(x) * x)))(np.ones(3)))
+    assert compile_program(graph) is None
 
 
 def test_jit_of_the_scalar_chain_matches_eager_on_special_values(x64: None) -> None:
