@@ -117,6 +117,13 @@ static PyObject *np_empty, *np_dense, *np_matmul, *np_float64;
 
 static PyObject *chain_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
+/* Whether configure() has run (engine.fused calls it on import); raises RuntimeError if not. */
+static int configured(void) {
+    if (np_empty != NULL && np_float64 != NULL && np_matmul != NULL) return 1;
+    PyErr_SetString(PyExc_RuntimeError, "engine._fused is not configured: import engine.fused first");
+    return 0;
+}
+
 /* Chain(operand_is_scalar, constants, size, output_shapes, n_scratch, steps, n_sums)
    steps: tuples (capsule, sum, (kind, index), ...), the result's place last; sum: the index of the
    sum the result is added into, or -1. */
@@ -124,10 +131,7 @@ static PyObject *chain_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     PyObject *scalars, *constants, *shapes, *steps;
     int n_scratch, n_sums;
     Py_ssize_t size;
-    if (np_empty == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "call configure() first");
-        return NULL;
-    }
+    if (!configured()) return NULL;
     if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
         PyErr_SetString(PyExc_TypeError, "Chain takes no keyword arguments");
         return NULL;
@@ -494,6 +498,7 @@ static PyObject *program_vectorcall(PyObject *self, PyObject *const *args, size_
 static PyObject *program_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     int n_inputs, n_registers;
     PyObject *constants, *ops, *outputs;
+    if (!configured()) return NULL;
     if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
         PyErr_SetString(PyExc_TypeError, "ScalarProgram takes no keyword arguments");
         return NULL;
@@ -525,24 +530,38 @@ static PyObject *program_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         self->constants[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(constants, i));
         if (self->constants[i] == -1.0 && PyErr_Occurred()) goto fail;
     }
+    /* Every register read (an operand, an output) holds an input, a constant or an earlier result. */
+    unsigned char *written = PyMem_Calloc((size_t)n_registers + 1, 1);
+    if (written == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    memset(written, 1, (size_t)fixed);
     for (int k = 0; k < self->n_ops; k++) {
         scalar_op *op = &self->ops[k];
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(ops, k), "iiii", &op->op, &op->dst, &op->a, &op->b)) goto fail;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(ops, k), "iiii", &op->op, &op->dst, &op->a, &op->b)) goto fail_written;
+        int binary = op->op <= OP_DIV;
         if (op->op < 0 || op->op >= OP_COUNT || op->dst < fixed || op->dst >= n_registers || op->a < 0 ||
-            op->a >= n_registers || op->b < 0 || op->b >= n_registers) {
-            PyErr_SetString(PyExc_ValueError, "an operation's code or register is out of range");
-            goto fail;
+            op->a >= n_registers || !written[op->a] || op->b < 0 || op->b >= n_registers ||
+            (binary && !written[op->b])) {
+            PyErr_SetString(PyExc_ValueError, "an operation's code is unknown or its register out of range or unset");
+            goto fail_written;
         }
+        if (!binary) op->b = op->a; /* read, never used */
+        written[op->dst] = 1;
     }
     for (int j = 0; j < self->n_outputs; j++) {
         long r = PyLong_AsLong(PyTuple_GET_ITEM(outputs, j));
-        if (r < 0 || r >= n_registers) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "an output's register is out of range");
-            goto fail;
+        if (r < 0 || r >= n_registers || !written[r]) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "an output's register is out of range or unset");
+            goto fail_written;
         }
         self->outputs[j] = (int)r;
     }
+    PyMem_Free(written);
     return (PyObject *)self;
+fail_written:
+    PyMem_Free(written);
 fail:
     Py_DECREF(self);
     return NULL;
@@ -723,6 +742,7 @@ CLONED static void dot_rows(const char *a, Py_ssize_t row_stride, Py_ssize_t n, 
 static PyObject *contract(PyObject *a, PyObject *d, int right) {
     Py_buffer va, vd, vo;
     PyObject *out = NULL;
+    if (!configured()) return NULL;
     if (PyObject_GetBuffer(a, &va, PyBUF_STRIDES | PyBUF_FORMAT) < 0) {
         PyErr_Clear();
         Py_RETURN_NONE;
@@ -765,7 +785,7 @@ static PyObject *contract(PyObject *a, PyObject *d, int right) {
 
 static PyObject *contracted(PyObject *a, PyObject *b, int right) {
     PyObject *result = right ? contract(a, b, 1) : contract(b, a, 0);
-    if (result != Py_None) return result;
+    if (result == NULL || result != Py_None) return result;
     Py_DECREF(result);
     return PyObject_CallFunctionObjArgs(np_matmul, a, b, NULL);
 }
@@ -792,6 +812,7 @@ static PyObject *py_contract_left(PyObject *module, PyObject *const *args, Py_ss
 static PyObject *row_product(PyObject *a, PyObject *w) {
     Py_buffer va, vw, vo;
     PyObject *out = NULL;
+    if (!configured()) return NULL;
     if (PyObject_GetBuffer(a, &va, PyBUF_STRIDES | PyBUF_FORMAT) < 0) {
         PyErr_Clear();
         Py_RETURN_NONE;
@@ -838,7 +859,7 @@ static PyObject *py_row_product(PyObject *module, PyObject *const *args, Py_ssiz
         return NULL;
     }
     PyObject *result = row_product(args[0], args[1]);
-    if (result != Py_None) return result;
+    if (result == NULL || result != Py_None) return result;
     Py_DECREF(result);
     return PyObject_CallFunctionObjArgs(np_matmul, args[0], args[1], NULL);
 }

@@ -349,15 +349,23 @@ trunc_p = _unary("trunc", np.trunc, _zero_rule, facade="trunc", doc="round towar
 
 
 def _integer_pow_impl(x: np.ndarray, y: int) -> np.ndarray:
-    if y == 2:
-        return x * x
     if y == 0:
         return np.ones_like(x)
     if y == 1:
         return x
-    if y < 0:
-        return np.reciprocal(np.power(x, -y)) if x.dtype.kind in "fc" else np.power(x, y)
-    return np.power(x, y)
+    if x.dtype.kind not in "fc":
+        return np.power(x, y)  # exact (integer products wrap the same in any order)
+    # As JAX computes it (and XLA after it): square-and-multiply, one rounding per product, then
+    # the reciprocal for a negative power. np.power calls the C library's pow, which rounds x ** y
+    # once and so differs in the last bit for cubes and higher powers.
+    n, acc = abs(y), None
+    while n:
+        if n & 1:
+            acc = x if acc is None else acc * x
+        n >>= 1
+        if n:
+            x = x * x
+    return np.reciprocal(acc) if y < 0 else acc
 
 
 def _integer_pow_deriv(g: Any, ans: Any, x: Any, *, y: int) -> Any:
@@ -371,8 +379,8 @@ def _integer_pow_deriv(g: Any, ans: Any, x: Any, *, y: int) -> Any:
 integer_pow_p = declare(
     "integer_pow", impl=_integer_pow_impl, abstract=_same, vjp=PerInput(_integer_pow_deriv),
     jvp=PerInput(_integer_pow_deriv), batch=_batch_elementwise,
-    # Squares and cubes as products (x * x is what NumPy computes for x ** 2 anyway); x ** 1 is
-    # x itself, and x ** 0 a constant, so neither is a buffer of its own.
+    # Squares and cubes as the products the implementation computes (x * x, then times x); x ** 1
+    # is x itself, and x ** 0 a constant, so neither is a buffer of its own.
     plan=Plan(operator=lambda attrs: " * ".join(["{0}"] * attrs["y"]) if attrs["y"] in (2, 3) else None,
               fresh=lambda attrs: attrs["y"] not in (0, 1)),
     algebra=Algebra(identity=lambda inputs, out, attrs: attrs["y"] == 1, ring="integer_pow"),

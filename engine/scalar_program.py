@@ -33,11 +33,7 @@ from typing import Any
 import numpy as np
 
 from engine.core import Graph, Literal, Var
-
-try:
-    from engine import _fused as _kernels
-except ImportError:  # pragma: no cover - exercised where no C compiler was available at install
-    _kernels = None
+from engine.fused import _kernels  # engine.fused configures the extension (None where it is not built)
 
 _FLOAT64 = np.dtype(np.float64)
 # engine/_fused.c's operation codes.

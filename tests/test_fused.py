@@ -329,22 +329,31 @@ def test_contractions_add_in_the_documented_order(K: int) -> None:
             assert_same_bits(left[0], want)
 
 
+# (kernel, a, its vector operand) -> np.matmul's operands in order: a's rows contracted, or a's rows
+# each multiplied with the vector.
+KERNELS_AND_OPERANDS = {
+    "contract_right": lambda a, v: (a.T, v),
+    "row_product": lambda a, v: (a, v),
+}
+
+
 @needs_kernels
-def test_contractions_of_other_layouts_are_numpys_matmul() -> None:
-    kernels = fused._kernels
+@pytest.mark.parametrize("kernel", KERNELS_AND_OPERANDS)
+def test_products_of_other_layouts_are_numpys_matmul(kernel: str) -> None:
+    """Operands the C loop does not read (a's rows not dense, float32, a matrix rather than a vector)
+    go to np.matmul, and so do mismatched shapes, which it refuses."""
+    call, operands = getattr(fused._kernels, kernel), KERNELS_AND_OPERANDS[kernel]
     rng = np.random.default_rng(1)
     a = rng.standard_normal((50, 7))
-    d = rng.standard_normal((50, 1))
-    column_major = np.asfortranarray(a)  # features not dense along a row
-    assert_same_bits(kernels.contract_right(column_major.T, d), np.matmul(column_major.T, d))
-    f32 = a.astype(np.float32)
-    np.testing.assert_array_equal(kernels.contract_right(f32.T, d.astype(np.float32)),
-                                  np.matmul(f32.T, d.astype(np.float32)))
-    wide = rng.standard_normal((50, 2))
-    assert_same_bits(kernels.contract_right(a.T, wide), np.matmul(a.T, wide))
+    vector = rng.standard_normal((50 if kernel == "contract_right" else 7, 1))
+    column_major = np.asfortranarray(a)  # a row's elements not adjacent
+    assert_same_bits(call(*operands(column_major, vector)), np.matmul(*operands(column_major, vector)))
+    f32, v32 = a.astype(np.float32), vector.astype(np.float32)
+    np.testing.assert_array_equal(call(*operands(f32, v32)), np.matmul(*operands(f32, v32)))
+    wide = rng.standard_normal((vector.shape[0], 2))
+    assert_same_bits(call(*operands(a, wide)), np.matmul(*operands(a, wide)))
     with pytest.raises(ValueError):
-        kernels.contract_right(a.T, rng.standard_normal((49, 1)))
-
+        call(*operands(a, rng.standard_normal((vector.shape[0] - 1, 1))))
 
 # ----------------------------------------------------------------------------- row products
 
@@ -392,22 +401,6 @@ def test_row_products_stay_within_the_dot_product_bound_of_numpys() -> None:
 
 
 @needs_kernels
-def test_row_products_of_other_layouts_are_numpys_matmul() -> None:
-    kernels = fused._kernels
-    rng = np.random.default_rng(2)
-    a = rng.standard_normal((50, 7))
-    w = rng.standard_normal((7, 1))
-    column_major = np.asfortranarray(a)  # a row's elements not adjacent
-    assert_same_bits(kernels.row_product(column_major, w), np.matmul(column_major, w))
-    f32 = a.astype(np.float32)
-    np.testing.assert_array_equal(kernels.row_product(f32, w.astype(np.float32)), np.matmul(f32, w.astype(np.float32)))
-    wide = rng.standard_normal((7, 2))
-    assert_same_bits(kernels.row_product(a, wide), np.matmul(a, wide))
-    with pytest.raises(ValueError):
-        kernels.row_product(a, rng.standard_normal((6, 1)))
-
-
-@needs_kernels
 def test_row_wise_products_with_a_vector_are_rewritten_unless_asked_not_to() -> None:
     """In a block's graph, a product of the rows with a vector becomes a row product in C; one with a
     matrix stays the BLAS's, and `products=False` leaves every product alone."""
@@ -418,3 +411,26 @@ def test_row_wise_products_with_a_vector_are_rewritten_unless_asked_not_to() -> 
     graph = _graph([x, w, m], [Eqn(matmul_p, [x, w], [z], {}), Eqn(matmul_p, [x, m], [y], {})], [z, y])
     assert [e.prim.name for e in fused.fuse(graph).eqns] == ["row_products", "matmul"]
     assert fused.fuse(graph, products=False) is graph
+
+
+def test_the_extension_refuses_to_run_before_it_is_configured() -> None:
+    """engine.fused configures engine._fused on import (NumPy's allocator and scalar type); used
+    before that, the extension raises instead of crashing."""
+    script = """
+import numpy as np
+from engine import _fused
+for attempt in (lambda: _fused.row_product(np.ones((3, 2)), np.ones(2)),
+                lambda: _fused.contract_right(np.ones((2, 3)), np.ones((3, 1))),
+                lambda: _fused.ScalarProgram(1, (), 2, ((4, 1, 0, 0),), (1,))):
+    try:
+        attempt()
+    except RuntimeError as e:
+        assert "engine.fused" in str(e), e
+    else:
+        raise SystemExit("no error")
+print("ok")
+"""
+    if fused._kernels is None:
+        pytest.skip("engine._fused is not built")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (result.returncode, result.stderr[-2000:])
