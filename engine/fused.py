@@ -1,9 +1,13 @@
-"""Fused execution of a blocked plan's body (engine/blocked.py): elementwise chains and sums over rows in C.
+"""Fused execution: float64 elementwise chains in C, in every plan; sums over rows and products with a
+vector in C, in a blocked plan's body (engine/blocked.py).
 
 A blocked plan runs its body once per block of ~1000 rows. Called one by one from Python, the body's
 elementwise operations (twenty for a logistic regression's loss and gradient) cost more in per-call
-overhead, and in writing whole intermediate arrays, than in arithmetic. `fuse` rewrites a body graph
-before it is compiled to a plan:
+overhead, and in writing whole intermediate arrays, than in arithmetic. The same holds for any plan
+over small arrays (the tutorial's float64 gradient took 13.7 us one NumPy call per operation and
+7.3 us with its chains), so engine.plan.compile_plan fuses the chains of every plan
+(`products=False`: nothing but chains, no bit changes). `fuse` rewrites a graph before it is
+compiled to a plan:
 
 - Chains. A run of consecutive equations that are each one float64 ufunc on operands of one shape
   (or single values) becomes one equation, computed by an `engine._fused.Chain`: the same ufunc
@@ -64,6 +68,11 @@ if _kernels is not None:
 _F8 = np.dtype(np.float64)
 # A chain of fewer operations is left to NumPy's calls (no gain from one).
 MIN_CHAIN = 2
+# A longer run is cut into chains of at most this many operations: a plan checks its deadline
+# after each chain (as after a matrix product), so no call runs more operations than this unchecked.
+MAX_CHAIN = 16
+# What engine._fused.Chain returns at most: arrays, and sums.
+MAX_CHAIN_OUTPUTS = 8
 # Primitives whose implementation is a NumPy ufunc on float64 operands without being spelled as
 # one in their plan record (on float32 they compute XLA's functions: engine/_xla_f32.py).
 _FLOAT64_UFUNCS = {tanh_p: np.tanh, log_p: np.log}
@@ -122,11 +131,12 @@ def _fusable(eqn: Eqn) -> tuple[int, ...] | None:
 
 
 def _chains(eqns: list[Eqn]) -> list[tuple[int, int]]:
-    """(start, stop) of each run of consecutive fusable equations of one shape."""
+    """(start, stop) of each run of consecutive fusable equations of one shape, cut into pieces of
+    at most MAX_CHAIN."""
     runs, start, shape = [], 0, None
     for k, eqn in enumerate(eqns + [None]):
         here = _fusable(eqn) if eqn is not None else None
-        if here != shape or here is None:
+        if here != shape or here is None or k - start == MAX_CHAIN:
             if shape is not None and k - start >= MIN_CHAIN:
                 runs.append((start, k))
             start, shape = k, here
@@ -203,9 +213,10 @@ def _only_in_plans(*args: Any, **kwargs: Any) -> Any:
 
 def _chain_primitive(chain: Any, several: bool, names: list[str]) -> Primitive:
     # A record of its own per chain (never declared or registered): the plan calls the chain
-    # itself, with no Python frame in between.
+    # itself, with no Python frame in between. `superlinear`: the plan checks its deadline after
+    # each chain, which does the work of up to MAX_CHAIN equations.
     return Primitive(name="fused_chain", impl=chain, abstract=_only_in_plans, vjp=None, jvp=None,
-                     batch=_only_in_plans, plan=Plan(fresh=True), algebra=Algebra(), arity=None,
+                     batch=_only_in_plans, plan=Plan(fresh=True, superlinear=True), algebra=Algebra(), arity=None,
                      attr_names=(), doc="a chain of float64 ufuncs: " + ", ".join(names),
                      multiple_results=several)
 
@@ -300,13 +311,14 @@ def fuse(graph: Graph, sums_over_rows: Iterable[Var] = (), *, products: bool = T
         run = range(start, stop)
         produced = [eqns[k].outputs[0] for k in run]
         sources: dict[Var, Var] = {}
+        taken: set[int] = set()  # the reshapes and sums this chain takes in, if it is made
         for k in run:
             for a in eqns[k].inputs:
                 d = definer.get(a) if isinstance(a, Var) else None
-                if (d is not None and d not in absorbed and _relabels(eqns[d]) and a not in graph_outputs
-                        and all(u in run for u in uses[a])):
+                if (d is not None and d not in absorbed and d not in taken and _relabels(eqns[d])
+                        and a not in graph_outputs and all(u in run for u in uses[a])):
                     sources[a] = eqns[d].inputs[0]
-                    absorbed.add(d)
+                    taken.add(d)
         results: dict[Var, Var] = {}
         summed: dict[Var, Var] = {}
         for v in produced:
@@ -314,16 +326,17 @@ def fuse(graph: Graph, sums_over_rows: Iterable[Var] = (), *, products: bool = T
             for u in list(later):
                 if _sums_everything(eqns[u]) and eqns[u].outputs[0] in sums and v not in summed.values():
                     summed[eqns[u].outputs[0]] = v
-                    absorbed.add(u)
+                    taken.add(u)
                     later.remove(u)
             if (len(later) == 1 and v not in graph_outputs and _relabels(eqns[later[0]])
                     and eqns[later[0]].outputs[0].aval.dtype == _F8):
                 results[v] = eqns[later[0]].outputs[0]
-                absorbed.add(later[0])
+                taken.add(later[0])
             elif later or v in graph_outputs:
                 results[v] = v
-        if not results and not summed:
-            continue
+        if not results and not summed or len(results) > MAX_CHAIN_OUTPUTS or len(summed) > MAX_CHAIN_OUTPUTS:
+            continue  # nothing to return, or more than a chain returns: NumPy's calls one by one
+        absorbed |= taken
         chains[start] = (stop, _chain_eqn(eqns[start:stop], results, summed, sources))
     rewritten: list[Eqn] = []
     changed = bool(chains)

@@ -23,6 +23,10 @@ arithmetic, its ufuncs, and CPython's generic and specialised float operations; 
 on Python floats propagates NaN, so a computation that produced one shows it at a crossing.
 A graph made only of such arithmetic is compiled further, when engine._fused is built, into one
 call into C with the same operations and the same NaN rule (engine/scalar_program.py).
+
+Chains. With engine._fused built, a run of float64 elementwise operations on arrays of one shape
+becomes one call that runs NumPy's own loops for them a chunk at a time (engine/fused.py): the same
+bits, one call instead of several, and no intermediate arrays.
 """
 
 from __future__ import annotations
@@ -100,17 +104,23 @@ def _reusable_operand(eqn: Any, k: int, last_use: dict[Var, int], owned: set[Var
     return None
 
 
-def compile_plan(graph: Graph, *, check_deadlines: bool = True) -> Callable[[list[Any]], list[Any]]:
-    """A function of the graph's inputs (raw NumPy values) returning its outputs (raw values)."""
+def compile_plan(graph: Graph, *, check_deadlines: bool = True,
+                 chains: bool = True) -> Callable[[list[Any]], list[Any]]:
+    """A function of the graph's inputs (raw NumPy values) returning its outputs (raw values).
+    `chains`: runs of float64 elementwise operations as one call each (engine/fused.py; the same
+    bits); false, one line per equation, as the plan generator writes it."""
     if any(isinstance(c, Tracer) for c in graph.consts):
         raise ValueError("a graph that captures traced values cannot be compiled to a plan")
     from engine.blocked import blocked_plan  # a sum over the rows of large data: block by block
 
     if (blocked := blocked_plan(graph, check_deadlines)) is not None:
         return blocked
+    from engine.fused import fuse  # float64 elementwise chains: NumPy's loops, a chunk at a time
     from engine.scalar_program import compile_program  # 0-d float64 arithmetic only: one call into C
 
     graph = _without_uniform_constants(graph)
+    if chains:  # chains only: products keep the BLAS's order, so every value keeps its bits
+        graph = fuse(graph, products=False)
     source, plan = _generate(graph, check_deadlines, floats=False)
     numpy_source = source
     program = compile_program(graph) if _float_candidate(graph) else None

@@ -242,15 +242,15 @@ def test_chains_in_c_change_no_bit(workload: str, monkeypatch: pytest.MonkeyPatc
     real_fuse = fused.fuse
     rewritten = []
 
-    def chains_only(g, sums_over_rows=()):
+    def chains_only(g, sums_over_rows=(), products=True):
         result = real_fuse(g, products=False)
         rewritten.append(result is not g)
         return result
 
     monkeypatch.setattr(fused, "fuse", chains_only)
     with_chains = compile_plan(graph)
-    assert rewritten and all(rewritten)
-    monkeypatch.setattr(fused, "fuse", lambda g, sums_over_rows=(): g)
+    assert any(rewritten)  # the blocks' bodies (the plans before and after the loop may have no chain)
+    monkeypatch.setattr(fused, "fuse", lambda g, sums_over_rows=(), products=True: g)
     numpy_calls = compile_plan(graph)
     assert with_chains.blocking == numpy_calls.blocking
     for got, want in zip(with_chains(leaves), numpy_calls(leaves)):

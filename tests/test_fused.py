@@ -434,3 +434,37 @@ print("ok")
         pytest.skip("engine._fused is not built")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", (result.returncode, result.stderr[-2000:])
+
+
+@needs_kernels
+def test_long_runs_are_cut_into_chains_each_followed_by_a_deadline_check() -> None:
+    """A chain does the work of up to MAX_CHAIN equations in one call; the plan checks its
+    deadline after each one, so no call runs more operations than that unchecked."""
+    from engine.plan import compile_plan
+    from engine.primitives import sin_p
+    n = 2 * fused.MAX_CHAIN + 8
+    vs = [Var(ShapedArray((100,), F8)) for _ in range(n + 1)]
+    graph = _graph([vs[0]], [Eqn(sin_p, [vs[k]], [vs[k + 1]], {}) for k in range(n)], [vs[-1]])
+    rewritten = fused.fuse(graph)
+    assert [e.prim.impl.steps for e in rewritten.eqns] == [fused.MAX_CHAIN, fused.MAX_CHAIN, 8]
+    body = [line.strip() for line in compile_plan(graph).source.splitlines()[1:-1]]
+    calls = [k for k, line in enumerate(body) if "= f" in line]
+    assert len(calls) == 3
+    for k in calls:  # the call, perhaps a `del` of what it read, then the check
+        assert "_check_deadline()" in body[k + 1:k + 3], body
+    x = values(100, 4)
+    want = compile_plan(graph, chains=False)([x])[0]
+    assert_same_bits(compile_plan(graph)([x])[0], want)
+
+
+@needs_kernels
+def test_a_run_with_more_results_than_a_chain_returns_stays_numpys_calls() -> None:
+    from engine.plan import compile_plan
+    from engine.primitives import exp_p
+    n = fused.MAX_CHAIN_OUTPUTS + 2
+    vs = [Var(ShapedArray((50,), F8)) for _ in range(n + 1)]
+    graph = _graph([vs[0]], [Eqn(exp_p, [vs[k]], [vs[k + 1]], {}) for k in range(n)], vs[1:])  # every value an output
+    assert fused.fuse(graph) is graph
+    x = np.linspace(-1.0, 1.0, 50)
+    for got, want in zip(compile_plan(graph)([x]), compile_plan(graph, chains=False)([x])):
+        assert_same_bits(got, want)

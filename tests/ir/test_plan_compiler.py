@@ -20,11 +20,18 @@ from _graphs import Builder, lit, run, var
 from engine import primitives as P
 from engine.core import deadline
 from engine.errors import DeadlineExceeded
-from engine.plan import DEADLINE_EVERY, compile_plan
+from engine.plan import DEADLINE_EVERY
+from engine.plan import compile_plan as compile_with_chains
 
 RNG = np.random.default_rng(11)
 X = RNG.uniform(0.5, 2.0, 4)
 Y = RNG.uniform(0.5, 2.0, 4)
+
+
+def compile_plan(graph, **options):
+    """The plan as the generator writes it, one line per equation (float64 elementwise chains
+    would otherwise become single calls: engine/fused.py)."""
+    return compile_with_chains(graph, chains=False, **options)
 
 
 def lines(plan) -> list[str]:
@@ -53,6 +60,18 @@ def test_a_chain_of_ufuncs_reuses_one_buffer() -> None:
     assert body[1] == "v3 = u_sin(v2, out=v2)" and body[3] == "v4 = u_exp(v3, out=v3)"
     assert "v5 = u_add(v4, v0, out=v4)" in body  # an input (v0) is read, never written
     matches_graph(g, plan, X, Y)
+
+
+def test_by_default_a_float64_chain_is_one_call_with_the_same_bits() -> None:
+    x, y = var((4,)), var((4,))
+    b = Builder(x, y)
+    t = b.apply(P.mul_p, x, y)
+    g = b.graph(b.apply(P.add_p, b.apply(P.exp_p, b.apply(P.sin_p, t)), x))
+    chained = compile_with_chains(g)
+    assert lines(chained) == ["v2 = f0(v0, v1)", "_check_deadline()", "return [v2]"]  # one call, then a check
+    for args in ([X, Y], [np.array([0.0, -0.0, np.inf, np.nan]), np.array([np.inf, 1.0, -1e308, 2.0])]):
+        want, got = compile_plan(g)(list(args))[0], chained(list(args))[0]
+        assert want.tobytes() == got.tobytes()
 
 
 def test_inputs_constants_and_outputs_are_never_overwritten() -> None:
