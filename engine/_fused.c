@@ -783,11 +783,15 @@ static PyObject *contract(PyObject *a, PyObject *d, int right) {
     return out;
 }
 
-static PyObject *contracted(PyObject *a, PyObject *b, int right) {
-    PyObject *result = right ? contract(a, b, 1) : contract(b, a, 0);
+/* A kernel's result, or np.matmul(a, b) where the kernel returned None (operands it does not read). */
+static PyObject *or_matmul(PyObject *result, PyObject *a, PyObject *b) {
     if (result == NULL || result != Py_None) return result;
     Py_DECREF(result);
     return PyObject_CallFunctionObjArgs(np_matmul, a, b, NULL);
+}
+
+static PyObject *contracted(PyObject *a, PyObject *b, int right) {
+    return or_matmul(right ? contract(a, b, 1) : contract(b, a, 0), a, b);
 }
 
 static PyObject *py_contract_right(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
@@ -858,10 +862,7 @@ static PyObject *py_row_product(PyObject *module, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_TypeError, "row_product(a, w) takes two arguments");
         return NULL;
     }
-    PyObject *result = row_product(args[0], args[1]);
-    if (result == NULL || result != Py_None) return result;
-    Py_DECREF(result);
-    return PyObject_CallFunctionObjArgs(np_matmul, args[0], args[1], NULL);
+    return or_matmul(row_product(args[0], args[1]), args[0], args[1]);
 }
 
 static PyObject *py_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {

@@ -533,7 +533,8 @@ def _compile(graph: Graph, layout: _Layout, check_deadlines: bool) -> Callable[[
     epilogue = _subgraph(graph, epilogue_in, layout.epilogue, list(graph.outvars))
     with unblocked():
         prologue_run = compile_plan(prologue, check_deadlines=check_deadlines)
-        body_runs = [compile_plan(g, check_deadlines=check_deadlines) for g in fused_graphs]
+        # Already fused above (chains and products): no second pass for chains.
+        body_runs = [compile_plan(g, check_deadlines=check_deadlines, chains=False) for g in fused_graphs]
         epilogue_run = compile_plan(epilogue, check_deadlines=check_deadlines)
     prologue_fn, epilogue_fn = prologue_run.plan, epilogue_run.plan
 

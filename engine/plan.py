@@ -123,12 +123,13 @@ def compile_plan(graph: Graph, *, check_deadlines: bool = True,
         graph = fuse(graph, products=False)
     source, plan = _generate(graph, check_deadlines, floats=False)
     numpy_source = source
-    program = compile_program(graph) if _float_candidate(graph) else None
+    floats = _float_candidate(graph)
+    program = compile_program(graph) if floats else None
     if program is not None:
         source, scalar_program = program
         plan = call = _running_program(scalar_program, errors_ignored(plan), check_deadlines)
     else:
-        if _float_candidate(graph):
+        if floats:
             generated = _generate(graph, check_deadlines, floats=True)
             if generated is not None:
                 source, fast = generated

@@ -40,7 +40,7 @@ _FLOAT64 = np.dtype(np.float64)
 _BINARY = {"+": 0, "-": 1, "*": 2, "/": 3}
 _NEGATE = 4
 _FUNCTIONS = {"sin": 5, "cos": 6, "sqrt": 7, "absolute": 8}
-_NAMES = {0: "+", 1: "-", 2: "*", 3: "/"}
+_NAMES = {code: symbol for symbol, code in _BINARY.items()}
 _FUNCTION_NAMES = {code: name for name, code in _FUNCTIONS.items()}
 _TOKEN = re.compile(r"\s*(?:\{(\d+)\}|_m_(\w+)\(|([-+*/()]))")
 
