@@ -330,18 +330,20 @@ def in_process_pinned(rows: int, cols: int, rounds: int) -> float:
 
 
 def decode_speed(n: int) -> tuple[float, float]:
-    """Seconds to decode n float64s from JSON lists and from a base64 $array leaf (service code)."""
+    """Seconds to read n float64s from a body holding them as JSON lists and as a base64 $array
+    leaf: the service's own parser (service.pipeline.parse_json) and decoding (decode_tree)."""
     from service.json_trees import TreeBudget, decode_tree
+    from service.pipeline import parse_json
 
     values = np.random.default_rng(0).standard_normal(n)
-    as_json = json.dumps(values.tolist())
-    as_b64 = json.dumps(_b64(values))
+    as_json = json.dumps(values.tolist()).encode()
+    as_b64 = json.dumps(_b64(values)).encode()
 
-    def run(text: str) -> float:
+    def run(raw: bytes) -> float:
         best = float("inf")
         for _ in range(3):
             t0 = time.perf_counter()
-            decode_tree(json.loads(text), np.dtype("float64"), "args[0]", TreeBudget(10**8, 10**8, 32))
+            decode_tree(parse_json(raw), np.dtype("float64"), "args[0]", TreeBudget(10**8, 10**8, 32))
             best = min(best, time.perf_counter() - t0)
         return best
 

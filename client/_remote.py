@@ -18,7 +18,6 @@ imported when one is traced (the engine ships with the `nabla` package).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from array_codec import base64_leaf
 from client import _wire as W
 
 # ----------------------------------------------------------------------------- layouts
@@ -151,10 +151,7 @@ def _encode(layout: Layout, leaves: Iterator[np.ndarray]) -> Any:
     if layout is None:
         return None
     if isinstance(layout, Leaf):
-        # (np.ascontiguousarray would make a scalar one-dimensional)
-        arr = np.asarray(next(leaves)).astype(np.dtype(layout.dtype).newbyteorder("<"), copy=False)
-        return {"$array": {"dtype": layout.dtype, "shape": list(arr.shape),
-                           "data": base64.b64encode(arr.tobytes()).decode("ascii")}}
+        return base64_leaf(np.asarray(next(leaves)).astype(layout.dtype, copy=False))
     if isinstance(layout, Record):
         return {k: _encode(v, leaves) for k, v in zip(layout.keys, layout.items)}
     return [_encode(v, leaves) for v in layout.items]

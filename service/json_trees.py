@@ -19,7 +19,6 @@ a request past its deadline stops inside decoding or encoding, not after it.
 
 from __future__ import annotations
 
-import base64
 import math
 from typing import Any
 
@@ -32,6 +31,7 @@ from array_codec import (
     ArrayCodecError,
     ByteCountMismatch,
     InvalidBase64,
+    base64_bytes,
     encode_array,
     from_base64,
     from_bytes,
@@ -513,11 +513,11 @@ def _block_json(block: np.ndarray) -> bytes:
 
 
 def _write_base64(arr: np.ndarray, parts: list[bytes]) -> None:
-    data = little_endian_bytes(arr)
+    data = little_endian_bytes(arr)  # (base64_bytes of these uint8 takes them as they are)
     parts.append(b'{"$array":{"dtype":' + orjson.dumps(arr.dtype.name) + b',"shape":'
                  + orjson.dumps([int(n) for n in arr.shape]) + b',"data":"')
     step = 3 * CHUNK_ELEMENTS * 8  # a multiple of 3: the pieces' base64 concatenates cleanly
     for start in range(0, len(data), step):
         check_deadline()
-        parts.append(base64.b64encode(data[start:start + step].tobytes()))
+        parts.append(base64_bytes(data, start, start + step))
     parts.append(b'"}}')

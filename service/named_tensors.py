@@ -17,7 +17,6 @@ Nothing here decides whether a request is valid: that is the pipeline's job, rea
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import anyio
 import numpy as np
 import orjson
 
+from array_codec import from_base64
 from service.errors import InvalidRequest
 from service.model_schema import is_leaf, join
 from service.pipeline import Call, Reply
@@ -138,9 +138,7 @@ def read_array(node: Any) -> np.ndarray:
     """An array leaf of a /v1 answer as NumPy (base64 leaves bit for bit)."""
     if isinstance(node, dict):
         spec = node["$array"]
-        dtype = np.dtype(spec["dtype"])
-        raw = base64.b64decode(spec["data"])
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(spec["shape"])
+        return from_base64(spec["data"], spec["shape"], spec["dtype"])
     if isinstance(node, float) or isinstance(node, str):  # a scalar written as a number (or "NaN")
         return np.asarray(float(node))
     return np.asarray(node)

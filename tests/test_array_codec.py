@@ -24,6 +24,7 @@ from array_codec import (
     InvalidBase64,
     NestedTooDeep,
     UnknownSpecialFloat,
+    base64_bytes,
     base64_leaf,
     binary_leaf,
     encode_array,
@@ -62,6 +63,51 @@ def test_base64_leaves_round_trip_every_dtype_bit_for_bit(dtype: str) -> None:
     # the bytes are little-endian whatever the array's own byte order
     swapped = value.astype(value.dtype.newbyteorder(">"))
     assert base64_leaf(swapped) == leaf or value.dtype.itemsize == 1
+
+
+# Strings the standard library's strict decoder (base64.b64decode(validate=True)) refuses: the
+# codec's decoder (pybase64, for speed) refuses these too, and reads every well-formed string as
+# the standard library does.
+MALFORMED_BASE64 = ["AAA", "AAAAA", "AA=A", "A===", "====", "AA==AA==", "AA AA===", "AAA\nA", " AAAA", "AAAA ",
+                    "AA-_", "AA+/\x00", "AAA\u00e9", "AA\tA", "AAA=\n", "=AAA", "AA===", "YWE=="]
+# Padding after a complete group, which RFC 4648 does not allow and Python 3.11's decoder ignores:
+# refused too.
+EXCESS_PADDING = ["AAAA=", "AAAA==", "AAAA===", "AAAA===="]
+
+
+@pytest.mark.parametrize("text", MALFORMED_BASE64)
+def test_base64_the_standard_library_refuses_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        base64.b64decode(text, validate=True)
+    with pytest.raises(InvalidBase64):
+        from_base64(text, [len(text) * 3 // 4], "uint8")
+
+
+@pytest.mark.parametrize("text", EXCESS_PADDING)
+def test_base64_with_padding_after_a_complete_group_is_refused(text: str) -> None:
+    with pytest.raises(InvalidBase64):
+        from_base64(text, [3], "uint8")
+
+
+def test_base64_reads_and_writes_as_the_standard_library_does() -> None:
+    rng = np.random.default_rng(7)
+    for size in [0, 1, 2, 3, 4, 5, 63, 64, 65, 1000, 3 * 65536 + 2]:
+        data = rng.integers(0, 256, size, dtype=np.uint8)
+        text = base64.b64encode(data.tobytes())
+        assert base64_bytes(data) == text
+        assert base64_leaf(data)["$array"]["data"] == text.decode()
+        np.testing.assert_array_equal(from_base64(text.decode(), [size], "uint8"), data)
+        # pieces a multiple of 3 bytes long concatenate to the whole (service.json_trees writes so)
+        pieces = b"".join(base64_bytes(data, start, start + 3 * 4096) for start in range(0, size, 3 * 4096))
+        assert pieces == text
+
+
+def test_a_base64_answer_of_many_pieces_is_the_arrays_base64() -> None:
+    # over one piece (CHUNK_ELEMENTS float64 values) the service writes the data in several
+    value = np.random.default_rng(3).standard_normal(json_trees.CHUNK_ELEMENTS * 3 + 5)
+    leaf = orjson.loads(json_trees.dumps({"grad": value}, "base64"))["grad"]["$array"]
+    assert leaf["data"] == base64.b64encode(value.astype("<f8").tobytes()).decode()
+    np.testing.assert_array_equal(from_base64(leaf["data"], leaf["shape"], leaf["dtype"]), value)
 
 
 def test_malformed_data_raises_the_codecs_errors() -> None:
