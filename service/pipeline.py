@@ -257,10 +257,12 @@ class Pipeline:
         try:
             with deadline(self.settings.compute_timeout_s):
                 result = self._dispatch(call)
+                # Every answer is JSON or MessagePack by the Accept header: a shared cache must key
+                # it by that header too (errors are always JSON, and need no Vary).
                 if call.accept == MSGPACK:
-                    body, headers = msgpack_codec.dumps(result.payload), {"content-type": MSGPACK}
+                    body, headers = msgpack_codec.dumps(result.payload), {"content-type": MSGPACK, "vary": "Accept"}
                 else:
-                    body, headers = dumps(result.payload, result.encoding), {}
+                    body, headers = dumps(result.payload, result.encoding), {"vary": "Accept"}
             if call.operation == "compute":
                 self.metrics.observe_compute(call.transform or "?", time.perf_counter() - start)
             return Reply(result.status, body, headers, plan_s=result.plan_s)

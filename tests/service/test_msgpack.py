@@ -183,6 +183,19 @@ def test_an_accept_that_takes_neither_format_is_refused(client: TestClient, acce
         assert error["detail"]["available"] == [JSON, MSGPACK]
 
 
+@pytest.mark.parametrize("accept", [None, JSON, MSGPACK])
+def test_answers_say_they_vary_with_accept(client: TestClient, accept: str | None) -> None:
+    # A shared cache keys a stored answer by the headers Vary names: without it, a cache in front
+    # of the service would hand a JSON client the MessagePack answer it stored for another.
+    headers = {} if accept is None else {"accept": accept}
+    by_name = client.post("/v1/models/tutorial_logreg/grad", json={"args": [[0.1, 0.2, 0.3], 0.5]}, headers=headers)
+    listed = client.get("/v1/models", headers=headers)
+    for response in (by_name, listed):
+        assert response.status_code == 200, response.text
+        assert response.headers["vary"] == "Accept"
+        assert response.headers["content-type"] == (accept or JSON)
+
+
 def test_errors_stay_json_whatever_accept_asks(client: TestClient) -> None:
     response = post(client, "/v1/grad", {"function": expr("sum(", ["x"]), "args": [1.0]})
     assert response.headers["content-type"] == JSON
