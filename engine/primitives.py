@@ -1085,10 +1085,67 @@ def _det_factor(ans: Any) -> Any:
     return expand_dims(expand_dims(ans, -1), -1)
 
 
+def _sum_last_two(x: Any) -> Any:
+    return reduce_sum_p(x, axes=(x.ndim - 2, x.ndim - 1))
+
+
+def _cofactor(a: np.ndarray) -> np.ndarray:
+    """The cofactor matrix of each matrix: adj(a) transposed, the derivative of det(a), equal to
+    det(a) * inv(a).T where a is invertible. Computed from the SVD a = u diag(s) vh, whose
+    cofactors are det(u) det(vh) conj(u) diag(p) conj(vh) with p_i the product of every singular
+    value but s_i: no division, so it is exact at singular matrices too (rank n - 1: the
+    adjugate's one nonzero term; lower rank: zero), as JAX's is."""
+    a = np.asarray(a)
+    n = a.shape[-1]
+    if n == 0:
+        return np.zeros_like(a)
+    if n <= 3:  # each cofactor a minor of at most 2x2, written out: exact integers stay exact
+        return _small_cofactors(a)
+    finite = np.isfinite(a).all(axis=(-2, -1))
+    # The SVD refuses NaN and infinities: those matrices get NaN cofactors, as inv would give them.
+    u, s, vh = np.linalg.svd(np.where(finite[..., None, None], a, 0))
+    ones = np.ones(s.shape[:-1] + (1,), s.dtype)
+    before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)  # s_0 ... s_(i-1)
+    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]  # s_(i+1) ...
+    sign = np.linalg.det(u) * np.linalg.det(vh)
+    cofactors = sign[..., None, None] * ((np.conj(u) * (before * after)[..., None, :]) @ np.conj(vh))
+    return np.where(finite[..., None, None], cofactors, np.nan).astype(a.dtype, copy=False)
+
+
+def _small_cofactors(a: np.ndarray) -> np.ndarray:
+    """Cofactors of 1x1, 2x2 and 3x3 matrices from their minors."""
+    n = a.shape[-1]
+    if n == 1:
+        return np.ones_like(a)
+    out = np.empty_like(a)
+    others = [[k for k in range(n) if k != i] for i in range(n)]
+    for i in range(n):
+        for j in range(n):
+            rows, cols = others[i], others[j]
+            if n == 2:
+                minor = a[..., rows[0], cols[0]]
+            else:
+                minor = (a[..., rows[0], cols[0]] * a[..., rows[1], cols[1]]
+                         - a[..., rows[0], cols[1]] * a[..., rows[1], cols[0]])
+            out[..., i, j] = minor if (i + j) % 2 == 0 else -minor
+    return out
+
+
+# The derivative rules of the cofactors hold where a is invertible: d cof(a) = tr(a^-1 t) cof(a) -
+# cof(a) t^T a^-T. At a singular matrix inv raises, as it did for det's derivative before the
+# cofactors: det's first derivative is exact everywhere, its higher ones at invertible matrices.
+cofactor_p = _matrix_function(
+    "cofactor", _cofactor, _square_abstract("cofactor"),
+    lambda g, ans, a: _det_factor(_sum_last_two(g * ans)) * _mT(inv_p(a))
+    - matmul_p(matmul_p(_mT(inv_p(a)), _mT(g)), ans),
+    lambda t, ans, a: _det_factor(trace_last_two(solve_p(a, t))) * ans - matmul_p(matmul_p(ans, _mT(t)),
+                                                                                   _mT(inv_p(a))),
+    "the cofactor matrix, adj(a) transposed (det's derivative)",
+)
 det_p = _matrix_function(
     "det", np.linalg.det, _scalar_of_matrix("det"),
-    lambda g, ans, a: _det_factor(g * ans) * _mT(inv_p(a)),
-    lambda t, ans, a: ans * trace_last_two(solve_p(a, t)), "determinant",
+    lambda g, ans, a: _det_factor(g) * cofactor_p(a),
+    lambda t, ans, a: _sum_last_two(cofactor_p(a) * t), "determinant",
 )
 logabsdet_p = _matrix_function(
     "logabsdet", lambda a: np.linalg.slogdet(a)[1], _scalar_of_matrix("logabsdet"),

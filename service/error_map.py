@@ -132,8 +132,14 @@ ERROR_TABLE: list[tuple[type[BaseException] | tuple[type[BaseException], ...], C
     (IdempotencyConflict, lambda e: Conflict(str(e), {"header": "Idempotency-Key"})),
     (RegistryUnavailable, _registry_unavailable),
     (StoreError, _registry_unavailable),
+    # LAPACK, through NumPy, refusing a matrix (a ValueError too, but worth saying what to do).
+    (np.linalg.LinAlgError, lambda e: InvalidArgument(
+        f"a linear-algebra routine refused a matrix: {e}. inv, solve, the derivative of slogdet and the "
+        "derivatives of det beyond the first need an invertible matrix, and factorisations need finite "
+        "entries: send arguments away from singular matrices, or regularise them (a + eps * I)",
+        {"exception": "LinAlgError", "reason": str(e)})),
     # A built-in (Python) model or a NumPy routine refusing the values it was given.
-    ((ValueError, TypeError, IndexError, KeyError, AttributeError, np.linalg.LinAlgError),
+    ((ValueError, TypeError, IndexError, KeyError, AttributeError),
      lambda e: InvalidArgument(f"{type(e).__name__}: {e}",
                                {"exception": type(e).__name__})),
 ]

@@ -359,3 +359,70 @@ def test_graph_documents_with_wrong_results_are_refused() -> None:
     one_result["nodes"][1]["results"] = ["x"]
     with pytest.raises(GraphFormatError, match="one result"):
         GraphFunction(one_result)
+
+
+# ----------------------------------------------------------------------------- det at singular matrices
+
+# det is a polynomial: its gradient is the cofactor matrix (the adjugate transposed), defined at
+# every matrix. JAX returns it at singular matrices too; these values are JAX 0.10.2's (float64).
+RANK_2 = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 0.0, 1.0]])
+SINGULAR_GRADIENTS = {
+    "2x2 rank 1": (np.array([[1.0, 2.0], [2.0, 4.0]]), [[4.0, -2.0], [-2.0, 1.0]]),
+    "3x3 rank 2": (RANK_2, [[4.0, 4.0, -4.0], [-2.0, -2.0, 2.0], [0.0, 0.0, 0.0]]),
+    "3x3 rank 1": (np.outer([1.0, 2.0, 3.0], [1.0, 1.0, 2.0]), np.zeros((3, 3))),
+    "zero": (np.zeros((3, 3)), np.zeros((3, 3))),
+    # 4x4 and larger go through the SVD (row 2 = row 0 + row 1; then rows 0 and 1 proportional)
+    "4x4 rank 3": (np.array([[2.0, 1.0, 0.0, 3.0], [1.0, 3.0, 1.0, 0.0], [3.0, 4.0, 1.0, 3.0], [0.0, 1.0, 2.0, 1.0]]),
+                   [[-16.0, 8.0, -8.0, 8.0], [-16.0, 8.0, -8.0, 8.0], [16.0, -8.0, 8.0, -8.0], [0.0, 0.0, 0.0, 0.0]]),
+    "4x4 rank 2": (np.array([[1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0], [0.0, 1.0, 0.0, 1.0], [1.0, 3.0, 3.0, 5.0]]),
+                   np.zeros((4, 4))),
+}
+
+
+@pytest.mark.parametrize("name", SINGULAR_GRADIENTS)
+def test_the_gradient_of_det_at_a_singular_matrix_is_its_cofactor_matrix(name: str) -> None:
+    a, expected = SINGULAR_GRADIENTS[name]
+    np.testing.assert_allclose(engine.grad(jnp.linalg.det)(a), expected, atol=1e-13)
+    np.testing.assert_allclose(engine.jit(engine.grad(jnp.linalg.det))(a), expected, atol=1e-13)
+    # forward mode: d det(a)[t] = sum(cofactors * t)
+    t = np.arange(a.size, dtype=float).reshape(a.shape) - 2.0
+    _, tangent = engine.jvp(jnp.linalg.det, (a,), (t,))
+    assert float(tangent) == pytest.approx(float(np.sum(np.asarray(expected) * t)), abs=1e-12)
+
+
+def test_cofactors_are_det_times_the_inverse_transposed_where_that_exists() -> None:
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((4, 3, 3)) + 3 * np.eye(3)
+    expected = np.linalg.det(a)[:, None, None] * np.linalg.inv(a).transpose(0, 2, 1)
+    np.testing.assert_allclose(engine.grad(lambda m: jnp.sum(jnp.linalg.det(m)))(a), expected, rtol=1e-12)
+    # a batch mixing singular and invertible matrices: each gets its own
+    mixed = np.stack([RANK_2, a[0]])
+    grads = np.asarray(engine.grad(lambda m: jnp.sum(jnp.linalg.det(m)))(mixed))
+    np.testing.assert_allclose(grads[0], SINGULAR_GRADIENTS["3x3 rank 2"][1], atol=1e-14)
+    np.testing.assert_allclose(grads[1], expected[0], rtol=1e-12)
+    # 1x1: the cofactor of a number is 1; float32 stays float32
+    assert np.asarray(engine.grad(jnp.linalg.det)(np.array([[-3.0]]))).tolist() == [[1.0]]
+    assert engine.grad(jnp.linalg.det)(a[0].astype(np.float32)).dtype == np.float32
+    with np.errstate(invalid="ignore"):
+        # up to 3x3 each cofactor is a minor: NaN only where it reads the NaN (JAX gives the same);
+        # larger matrices come from an SVD, which a NaN spoils entirely (JAX returns zeros there)
+        small = np.asarray(engine.grad(jnp.linalg.det)(np.array([[np.nan, 1.0], [1.0, 1.0]])))
+        np.testing.assert_array_equal(small, [[1.0, -1.0], [-1.0, np.nan]])
+        large = np.eye(4)
+        large[0, 0] = np.nan
+        assert np.isnan(np.asarray(engine.grad(jnp.linalg.det)(large))).all()
+
+
+def test_higher_derivatives_of_det_at_invertible_matrices_and_the_refusal_at_singular_ones() -> None:
+    # The Hessian of det at the identity: d2 det / da_ii da_jj = 1 and d2 det / da_ij da_ji = -1 for i != j.
+    expected = np.zeros((3, 3, 3, 3))
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                expected[i, i, j, j], expected[i, j, j, i] = 1.0, -1.0
+    np.testing.assert_allclose(engine.hessian(jnp.linalg.det)(np.eye(3)), expected, atol=1e-14)
+    check_grads(jnp.linalg.det, (RANK_2 + 2 * np.eye(3),), order=3, modes=("fwd", "rev"))
+    # Beyond the first derivative the rules go through the inverse, which a singular matrix has not
+    # (JAX differentiates its LU factors there instead): refused, never a silent NaN.
+    with pytest.raises(np.linalg.LinAlgError):
+        engine.hessian(jnp.linalg.det)(RANK_2)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from _service_support import arr, expr, strict_json
+from _service_support import arr, assert_error, expr, strict_json
 from fastapi.testclient import TestClient
 
 TALL = np.array([[0.9, -0.4, 0.3], [0.2, 1.1, -0.7], [-0.5, 0.6, 0.8], [0.4, 0.1, -0.2]])
@@ -54,3 +54,15 @@ def test_eig_with_complex_eigenvalues_is_a_client_error(client: TestClient) -> N
     error = response.json()["error"]
     assert {"type", "message", "detail"} <= set(error)
     assert "complex eigenvalues" in error["message"]
+
+
+def test_det_at_a_singular_matrix_has_its_cofactors_as_gradient_and_a_hessian_that_says_why_not(
+        client: TestClient) -> None:
+    singular = np.array([[1.0, 2.0], [2.0, 4.0]])
+    np.testing.assert_array_equal(_grad(client, "linalg.det(a)", singular), [[4.0, -2.0], [-2.0, 1.0]])
+    response = client.post("/v1/hessian", json={"function": expr("linalg.det(a)", ["a"]), "args": [singular.tolist()],
+                                                "dtype": "float64"})
+    assert_error(response, 422, "invalid_argument", "need an invertible matrix",
+                 {"exception": "LinAlgError", "reason": "Singular matrix"})
+    invertible = np.array([[2.0, 1.0], [1.0, 3.0]])
+    np.testing.assert_allclose(_grad(client, "linalg.det(a)", invertible), [[3.0, -1.0], [-1.0, 2.0]], atol=1e-14)
