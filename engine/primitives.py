@@ -1112,35 +1112,113 @@ def _cofactor(a: np.ndarray) -> np.ndarray:
     return np.where(finite[..., None, None], cofactors, np.nan).astype(a.dtype, copy=False)
 
 
-def _small_cofactors(a: np.ndarray) -> np.ndarray:
-    """Cofactors of 1x1, 2x2 and 3x3 matrices from their minors."""
+def _small_cofactors(a: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
+    """Cofactors of 1x1, 2x2 and 3x3 matrices from their minors; with `t`, their derivative in
+    the direction t (the minors' product rule)."""
     n = a.shape[-1]
     if n == 1:
-        return np.ones_like(a)
-    out = np.empty_like(a)
+        return np.ones_like(a) if t is None else np.zeros_like(t)
+    if n == 2:
+        if t is not None:
+            return _small_cofactors(t)  # 2x2 cofactors are linear
+        out = np.empty_like(a)
+        out[..., 0, 0], out[..., 0, 1] = a[..., 1, 1], -a[..., 1, 0]
+        out[..., 1, 0], out[..., 1, 1] = -a[..., 0, 1], a[..., 0, 0]
+        return out
+    out = np.empty_like(a if t is None else t)
     others = [[k for k in range(n) if k != i] for i in range(n)]
     for i in range(n):
         for j in range(n):
-            rows, cols = others[i], others[j]
-            if n == 2:
-                minor = a[..., rows[0], cols[0]]
+            (r0, r1), (c0, c1) = others[i], others[j]
+            if t is None:
+                minor = a[..., r0, c0] * a[..., r1, c1] - a[..., r0, c1] * a[..., r1, c0]
             else:
-                minor = (a[..., rows[0], cols[0]] * a[..., rows[1], cols[1]]
-                         - a[..., rows[0], cols[1]] * a[..., rows[1], cols[0]])
+                minor = (t[..., r0, c0] * a[..., r1, c1] + a[..., r0, c0] * t[..., r1, c1]
+                         - t[..., r0, c1] * a[..., r1, c0] - a[..., r0, c1] * t[..., r1, c0])
             out[..., i, j] = minor if (i + j) % 2 == 0 else -minor
     return out
 
 
-# The derivative rules of the cofactors hold where a is invertible: d cof(a) = tr(a^-1 t) cof(a) -
-# cof(a) t^T a^-T. At a singular matrix inv raises, as it did for det's derivative before the
-# cofactors: det's first derivative is exact everywhere, its higher ones at invertible matrices.
+def _pair_products(s: np.ndarray) -> np.ndarray:
+    """q[..., i, j]: the product of every value of s but s_i and s_j (i != j); 0 on the diagonal.
+    From prefix, infix and suffix products: no division, so zeros in s are exact."""
+    n = s.shape[-1]
+    ones = np.ones(s.shape[:-1] + (1,), s.dtype)
+    before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
+    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    q = np.zeros(s.shape + (n,), s.dtype)
+    for i in range(n - 1):
+        between = np.cumprod(np.concatenate([ones, s[..., i + 1:n - 1]], axis=-1), axis=-1)  # s_(i+1) .. s_(j-1)
+        q[..., i, i + 1:] = before[..., i:i + 1] * between * after[..., i + 1:]
+    return q + np.swapaxes(q, -1, -2)
+
+
+def _cofactor_derivative(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The derivative of the cofactors of a in the direction t: det's Hessian applied to t, a
+    bilinear form symmetric in its two matrix arguments. Exact at singular matrices, as
+    `_cofactor`: minors up to 3x3; above, from a = u diag(s) vh, where cofactor(u m vh) =
+    det(u) det(vh) conj(u) cofactor(m) conj(vh) and the derivative of a diagonal matrix's cofactors
+    is D with D_ii = sum over k != i of t'_kk q_ik and D_ij = -t'_ji q_ij, t' = u^H t vh^H and q
+    the products of the singular values but two (`_pair_products`)."""
+    a, t = np.broadcast_arrays(np.asarray(a), np.asarray(t))
+    n = a.shape[-1]
+    if n == 0:
+        return np.zeros_like(t)
+    if n <= 3:
+        return _small_cofactors(a, t)
+    finite = np.isfinite(a).all(axis=(-2, -1))
+    u, s, vh = np.linalg.svd(np.where(finite[..., None, None], a, 0))
+    uc, vc = np.conj(u), np.conj(vh)
+    tp = np.swapaxes(uc, -1, -2) @ t @ np.swapaxes(vc, -1, -2)
+    q = _pair_products(s)
+    d = -np.swapaxes(tp, -1, -2) * q
+    diagonal = np.arange(n)
+    d[..., diagonal, diagonal] = (q * np.diagonal(tp, axis1=-2, axis2=-1)[..., None, :]).sum(axis=-1)
+    sign = np.linalg.det(u) * np.linalg.det(vh)
+    out = sign[..., None, None] * (uc @ d @ vc)
+    return np.where(finite[..., None, None], out, np.nan).astype(t.dtype, copy=False)
+
+
+def _cofactor_derivative_abstract(a: ShapedArray, t: ShapedArray) -> ShapedArray:
+    _square_abstract("cofactor_derivative")(a)
+    if t.shape[-2:] != a.shape[-2:] or t.dtype != a.dtype:
+        raise ShapeError(f"cofactor_derivative: a direction of shape {t.shape} ({t.dtype}) for matrices of shape "
+                         f"{a.shape} ({a.dtype})")
+    return ShapedArray(broadcast_shapes(a.shape[:-2], t.shape[:-2], op="cofactor_derivative") + a.shape[-2:],
+                       a.dtype)
+
+
+def _cofactor_second(a: Any, t: Any, s: Any) -> Any:
+    """The second derivative of the cofactors in the directions t and s, where a is invertible:
+    with b = inv(a) and c = cofactor(a), -tr(b s b t) c + tr(b t) dc[s] - dc[s] t^T b^T
+    + c t^T b^T s^T b^T. Symmetric in t and s (det's third derivative is)."""
+    b = inv_p(a)
+    c = cofactor_p(a)
+    dc_s = cofactor_derivative_p(a, s)
+    bt = _mT(b)
+    return (_det_factor(-trace_last_two(matmul_p(matmul_p(b, s), matmul_p(b, t)))) * c
+            + _det_factor(trace_last_two(matmul_p(b, t))) * dc_s
+            - matmul_p(matmul_p(dc_s, _mT(t)), bt)
+            + matmul_p(matmul_p(matmul_p(c, _mT(t)), bt), matmul_p(_mT(s), bt)))
+
+
+# The cofactors' derivative is det's Hessian applied to a direction, symmetric: it is its own
+# transpose, so the JVP and the VJP are the same primitive, and det's first and second
+# derivatives are exact at singular matrices. Its own derivative in a (det's third) goes through
+# the inverse: at an invertible matrix every order works; at a singular one, inv raises.
 cofactor_p = _matrix_function(
     "cofactor", _cofactor, _square_abstract("cofactor"),
-    lambda g, ans, a: _det_factor(_sum_last_two(g * ans)) * _mT(inv_p(a))
-    - matmul_p(matmul_p(_mT(inv_p(a)), _mT(g)), ans),
-    lambda t, ans, a: _det_factor(trace_last_two(solve_p(a, t))) * ans - matmul_p(matmul_p(ans, _mT(t)),
-                                                                                   _mT(inv_p(a))),
+    lambda g, ans, a: cofactor_derivative_p(a, g),
+    lambda t, ans, a: cofactor_derivative_p(a, t),
     "the cofactor matrix, adj(a) transposed (det's derivative)",
+)
+cofactor_derivative_p = declare(
+    "cofactor_derivative", impl=_cofactor_derivative, abstract=_cofactor_derivative_abstract,
+    vjp=PerInput(lambda g, ans, a, t: _unbroadcast(_cofactor_second(a, t, g), a.shape),
+                 lambda g, ans, a, t: _unbroadcast(cofactor_derivative_p(a, g), t.shape)),
+    jvp=PerInput(lambda d, ans, a, t: _cofactor_second(a, t, d), lambda d, ans, a, t: cofactor_derivative_p(a, d)),
+    batch=_batch_matrix_operands, plan=_SUPERLINEAR, algebra=Algebra(), arity=2,
+    doc="the derivative of cofactor(a) in the direction t (det's Hessian applied to t)",
 )
 det_p = _matrix_function(
     "det", np.linalg.det, _scalar_of_matrix("det"),

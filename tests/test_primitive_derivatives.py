@@ -352,6 +352,12 @@ case("det", jnp.linalg.det, one(well_conditioned(2, (3,))), "batch")
 case("det", jnp.linalg.det, one(arr((1, 1), 0.5, 2.0)), "1x1")
 case("cofactor", lambda a: P.cofactor_p(a), one(well_conditioned(3)), "3x3")
 case("cofactor", lambda a: P.cofactor_p(a), one(well_conditioned(2, (2,))), "batch")
+case("cofactor", lambda a: P.cofactor_p(a), one(well_conditioned(4)), "4x4, from the SVD")
+case("cofactor_derivative", lambda a, t: P.cofactor_derivative_p(a, t), tup(well_conditioned(3), arr((3, 3))), "3x3")
+case("cofactor_derivative", lambda a, t: P.cofactor_derivative_p(a, t), tup(well_conditioned(4), arr((4, 4))),
+     "4x4, from the SVD")
+case("cofactor_derivative", lambda a, t: P.cofactor_derivative_p(a, t),
+     tup(well_conditioned(2, (2,)), arr((2, 2))), "batch, one direction")
 case("logabsdet", lambda a: jnp.linalg.slogdet(a)[1], one(well_conditioned(3)), "3x3")
 case("logabsdet", lambda a: jnp.linalg.slogdet(a)[1], one(well_conditioned(2, (2,))), "batch")
 case("logabsdet", lambda a: jnp.linalg.slogdet(a)[0] * jnp.linalg.slogdet(a)[1], one(well_conditioned(3)), "sign")

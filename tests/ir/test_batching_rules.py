@@ -120,6 +120,7 @@ CASES.update({
     "solve": [([spd(3), real(3, 2)], {})],
     "inv": [([spd(3)], {})], "det": [([spd(3)], {})],
     "cofactor": [([spd(3)], {}), ([real(3, 3)], {}), ([real(5, 5)], {})],
+    "cofactor_derivative": [([spd(3), real(3, 3)], {}), ([real(5, 5), real(5, 5)], {})],
     "logabsdet": [([spd(3)], {})], "det_sign": [([spd(3)], {})],
     "cholesky": [([spd(3)], {})],
     "svd": [([real(4, 3)], {"full_matrices": False}), ([real(3, 4)], {"full_matrices": True})],
