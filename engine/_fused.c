@@ -250,12 +250,18 @@ static double chunk_sum(const double *x, Py_ssize_t n) {
 }
 
 /* Runs the steps over n elements: operand[k] is array operand k's data, scalar_values[k] a
-   scalar operand's value; a step's result that is summed is added, chunk by chunk, into sums. */
-static int run_steps(const Chain *self, char **operand, const double *scalar_values, char **output,
-                     double *scratch, double *sums, Py_ssize_t n) {
+   scalar operand's value; a step's result that is summed is added, chunk by chunk, into sums. An
+   operand whose data is not aligned for doubles (a view into a MessagePack body, say) has a
+   staging slot (staged[k] >= 0): each chunk of it is copied into that slot of `staging` first,
+   which the loops then read, so the copy stays in L1 rather than a copy of the whole array. */
+static int run_steps(const Chain *self, char **operand, const int *staged, double *staging,
+                     const double *scalar_values, char **output, double *scratch, double *sums, Py_ssize_t n) {
     static const Py_ssize_t dense = sizeof(double);
     for (Py_ssize_t start = 0; start < n; start += CHUNK) {
         Py_ssize_t count = n - start < CHUNK ? n - start : CHUNK;
+        for (int i = 0; i < self->n_operands; i++)
+            if (staged[i] >= 0)
+                memcpy(staging + (size_t)staged[i] * CHUNK, operand[i] + start * dense, (size_t)count * dense);
         for (int s = 0; s < self->n_steps; s++) {
             const step *st = &self->steps[s];
             char *data[MAX_OPERANDS];
@@ -268,7 +274,8 @@ static int run_steps(const Chain *self, char **operand, const double *scalar_val
                         data[k] = (char *)&scalar_values[i];
                         strides[k] = 0;
                     } else {
-                        data[k] = operand[i] + start * dense;
+                        data[k] = staged[i] >= 0 ? (char *)(staging + (size_t)staged[i] * CHUNK)
+                                                 : operand[i] + start * dense;
                         strides[k] = dense;
                     }
                     break;
@@ -303,11 +310,15 @@ static PyObject *chain_call(Chain *self, PyObject *const *args, size_t nargsf, P
     char *small_data[SMALL];
     double small_values[SMALL];
     PyObject *small_held[SMALL];
+    int small_staged[SMALL];
     int many = self->n_operands > SMALL;
     Py_buffer *views = many ? PyMem_Calloc((size_t)self->n_operands, sizeof(Py_buffer)) : small_views;
     char **data = many ? PyMem_Calloc((size_t)self->n_operands, sizeof(char *)) : small_data;
     double *values = many ? PyMem_Calloc((size_t)self->n_operands, sizeof(double)) : small_values;
     PyObject **held = many ? PyMem_Calloc((size_t)self->n_operands, sizeof(PyObject *)) : small_held;
+    int *staged = many ? PyMem_Calloc((size_t)self->n_operands, sizeof(int)) : small_staged;
+    int n_staged = 0;
+    double *staging = NULL;
     PyObject *result = NULL, *outputs[MAX_OUTPUTS] = {NULL};
     Py_buffer out_views[MAX_OUTPUTS];
     char *out_data[MAX_OUTPUTS];
@@ -315,11 +326,14 @@ static PyObject *chain_call(Chain *self, PyObject *const *args, size_t nargsf, P
     int n_views = 0, n_out_views = 0;
     double *scratch = NULL;
     Py_ssize_t n = -1;
-    if (!views || !data || !values || !held) {
+    if (!views || !data || !values || !held || !staged) {
         PyErr_NoMemory();
         goto done;
     }
-    for (int i = 0; i < self->n_operands; i++) held[i] = NULL;
+    for (int i = 0; i < self->n_operands; i++) {
+        held[i] = NULL;
+        staged[i] = -1;
+    }
     for (int i = 0; i < self->n_operands; i++) {
         PyObject *x = args[i];
         if (self->scalar[i] && PyFloat_Check(x)) { /* a Python float or np.float64 */
@@ -333,20 +347,15 @@ static PyObject *chain_call(Chain *self, PyObject *const *args, size_t nargsf, P
             if (held[i] == NULL || PyObject_GetBuffer(held[i], &views[n_views], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
                 goto done;
         }
-        if ((uintptr_t)views[n_views].buf % sizeof(double) != 0 && held[i] == NULL) {
-            /* An unaligned array: its elements, aligned. */
-            PyBuffer_Release(&views[n_views]);
-            held[i] = PyObject_CallOneArg(np_dense, x);
-            if (held[i] == NULL || PyObject_GetBuffer(held[i], &views[n_views], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
-                goto done;
-        }
         Py_buffer *view = &views[n_views++];
         Py_ssize_t count = view->len / 8;
-        if (!is_float64(view) || (uintptr_t)view->buf % sizeof(double) != 0 || (self->scalar[i] && count != 1)) {
-            PyErr_Format(PyExc_TypeError, "chain operand %d must be an aligned float64 %s", i,
+        if (!is_float64(view) || (self->scalar[i] && count != 1)) {
+            PyErr_Format(PyExc_TypeError, "chain operand %d must be a float64 %s", i,
                          self->scalar[i] ? "scalar" : "array");
             goto done;
         }
+        /* An unaligned array is read through a staging slot, a chunk at a time (run_steps). */
+        if ((uintptr_t)view->buf % sizeof(double) != 0 && !self->scalar[i]) staged[i] = n_staged++;
         if (self->scalar[i]) {
             memcpy(&values[i], view->buf, sizeof(double));
             continue;
@@ -376,16 +385,23 @@ static PyObject *chain_call(Chain *self, PyObject *const *args, size_t nargsf, P
             goto done;
         }
     }
+    if (n_staged) {
+        staging = PyMem_Malloc((size_t)n_staged * CHUNK * sizeof(double));
+        if (staging == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
     int failed;
     if (n >= RELEASE_GIL_FROM && !self->needs_gil) {
         Py_BEGIN_ALLOW_THREADS
-        failed = run_steps(self, data, values, out_data, scratch, sums, n);
+        failed = run_steps(self, data, staged, staging, values, out_data, scratch, sums, n);
         /* The loops may raise floating-point flags: a plan runs with errors ignored, and NumPy
            clears the flags before its next operation that checks them. */
         feclearexcept(FE_ALL_EXCEPT);
         Py_END_ALLOW_THREADS
     } else {
-        failed = run_steps(self, data, values, out_data, scratch, sums, n);
+        failed = run_steps(self, data, staged, staging, values, out_data, scratch, sums, n);
         feclearexcept(FE_ALL_EXCEPT);
     }
     if (failed) {
@@ -422,11 +438,13 @@ done:
     if (held)
         for (int i = 0; i < self->n_operands; i++) Py_XDECREF(held[i]);
     PyMem_Free(scratch);
+    PyMem_Free(staging);
     if (many) {
         PyMem_Free(views);
         PyMem_Free(data);
         PyMem_Free(values);
         PyMem_Free(held);
+        PyMem_Free(staged);
     }
     return result;
 }

@@ -160,7 +160,8 @@ def test_a_long_chain_with_several_outputs_reuses_scratch_and_matches_numpy() ->
 
 @needs_kernels
 def test_operands_laid_out_otherwise_are_read_densely() -> None:
-    """A strided or unaligned operand is copied first (the same values), never misread."""
+    """A strided operand is copied first; an unaligned one (a view into a MessagePack body) is read
+    through a staging buffer a chunk at a time: the same values, never misread."""
     from engine.primitives import mul_p, tanh_p
     n = 1001
     a, b, m, out = (Var(ShapedArray((n,), F8)) for _ in range(4))
@@ -172,6 +173,10 @@ def test_operands_laid_out_otherwise_are_read_densely() -> None:
     assert not unaligned.flags.aligned
     with np.errstate(all="ignore"):
         assert_same_bits(chain.prim.impl(x[::2], unaligned), np.tanh(x[::2] * y))
+        # both operands unaligned (two staging slots), over two chunks and a partial third
+        other = np.frombuffer(b"\0\0\0" + x[:n].tobytes(), np.float64, offset=3)
+        assert_same_bits(chain.prim.impl(other, unaligned), np.tanh(x[:n] * y))
+        assert_same_bits(chain.prim.impl(unaligned, x[:n]), np.tanh(y * x[:n]))
         with pytest.raises(TypeError):
             chain.prim.impl(x[:n].astype(np.float32), y)
         with pytest.raises(ValueError):
