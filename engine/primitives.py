@@ -1090,26 +1090,52 @@ def _sum_last_two(x: Any) -> Any:
 
 
 def _cofactor(a: np.ndarray) -> np.ndarray:
-    """The cofactor matrix of each matrix: adj(a) transposed, the derivative of det(a), equal to
-    det(a) * inv(a).T where a is invertible. Computed from the SVD a = u diag(s) vh, whose
-    cofactors are det(u) det(vh) conj(u) diag(p) conj(vh) with p_i the product of every singular
-    value but s_i: no division, so it is exact at singular matrices too (rank n - 1: the
-    adjugate's one nonzero term; lower rank: zero), as JAX's is."""
+    """The cofactor matrix of each matrix: adj(a) transposed, the derivative of det(a). Up to 3x3
+    each cofactor written out as a minor (exact integers stay exact); above, det(a) * inv(a).T
+    from LAPACK's LU where a is invertible (accurate however its rows and columns are scaled, as
+    JAX's), and from the SVD where LAPACK finds it singular (`_svd_cofactors`)."""
     a = np.asarray(a)
     n = a.shape[-1]
     if n == 0:
         return np.zeros_like(a)
-    if n <= 3:  # each cofactor a minor of at most 2x2, written out: exact integers stay exact
+    if n <= 3:
         return _small_cofactors(a)
-    finite = np.isfinite(a).all(axis=(-2, -1))
-    # The SVD refuses NaN and infinities: those matrices get NaN cofactors, as inv would give them.
-    u, s, vh = np.linalg.svd(np.where(finite[..., None, None], a, 0))
+    return _by_invertibility(
+        lambda m, inverse: np.linalg.det(m)[..., None, None] * np.swapaxes(inverse, -1, -2), _svd_cofactors, a)
+
+
+def _by_invertibility(invertible: Callable[..., np.ndarray], singular: Callable[..., np.ndarray], a: np.ndarray,
+                      *more: np.ndarray) -> np.ndarray:
+    """invertible(a, inv(a), *more) for the matrices LAPACK inverts, singular(a, *more) for the
+    others, each matrix of a batch on its own when some are singular."""
+    with np.errstate(all="ignore"):
+        try:
+            return invertible(a, np.linalg.inv(a), *more)
+        except np.linalg.LinAlgError:
+            pass
+        n = a.shape[-1]
+        flat = a.reshape(-1, n, n)
+        flat_more = [m.reshape(-1, n, n) for m in more]
+        out = np.empty(flat.shape, np.result_type(a, *more))
+        for k in range(len(flat)):
+            try:
+                out[k] = invertible(flat[k], np.linalg.inv(flat[k]), *(m[k] for m in flat_more))
+            except np.linalg.LinAlgError:
+                out[k] = singular(flat[k], *(m[k] for m in flat_more))
+        return out.reshape(a.shape)
+
+
+def _svd_cofactors(a: np.ndarray) -> np.ndarray:
+    """Cofactors from the SVD a = u diag(s) vh: det(u) det(vh) conj(u) diag(p) conj(vh), p_i the
+    product of every singular value but s_i (prefix and suffix products, no division), so exact at
+    singular matrices (rank n - 1: the adjugate's one nonzero term; lower rank: zero). Accurate
+    relative to the largest cofactor only, which is why invertible matrices go through the LU."""
+    u, s, vh = np.linalg.svd(a)
     ones = np.ones(s.shape[:-1] + (1,), s.dtype)
     before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)  # s_0 ... s_(i-1)
     after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]  # s_(i+1) ...
     sign = np.linalg.det(u) * np.linalg.det(vh)
-    cofactors = sign[..., None, None] * ((np.conj(u) * (before * after)[..., None, :]) @ np.conj(vh))
-    return np.where(finite[..., None, None], cofactors, np.nan).astype(a.dtype, copy=False)
+    return sign[..., None, None] * ((np.conj(u) * (before * after)[..., None, :]) @ np.conj(vh))
 
 
 def _small_cofactors(a: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
@@ -1122,8 +1148,8 @@ def _small_cofactors(a: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
         if t is not None:
             return _small_cofactors(t)  # 2x2 cofactors are linear
         out = np.empty_like(a)
-        out[..., 0, 0], out[..., 0, 1] = a[..., 1, 1], -a[..., 1, 0]
-        out[..., 1, 0], out[..., 1, 1] = -a[..., 0, 1], a[..., 0, 0]
+        out[..., 0, 0], out[..., 0, 1] = a[..., 1, 1], 0.0 - a[..., 1, 0]
+        out[..., 1, 0], out[..., 1, 1] = 0.0 - a[..., 0, 1], a[..., 0, 0]
         return out
     out = np.empty_like(a if t is None else t)
     others = [[k for k in range(n) if k != i] for i in range(n)]
@@ -1135,7 +1161,7 @@ def _small_cofactors(a: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
             else:
                 minor = (t[..., r0, c0] * a[..., r1, c1] + a[..., r0, c0] * t[..., r1, c1]
                          - t[..., r0, c1] * a[..., r1, c0] - a[..., r0, c1] * t[..., r1, c0])
-            out[..., i, j] = minor if (i + j) % 2 == 0 else -minor
+            out[..., i, j] = minor if (i + j) % 2 == 0 else 0.0 - minor  # (0.0, never -0.0, as JAX)
     return out
 
 
@@ -1155,19 +1181,31 @@ def _pair_products(s: np.ndarray) -> np.ndarray:
 
 def _cofactor_derivative(a: np.ndarray, t: np.ndarray) -> np.ndarray:
     """The derivative of the cofactors of a in the direction t: det's Hessian applied to t, a
-    bilinear form symmetric in its two matrix arguments. Exact at singular matrices, as
-    `_cofactor`: minors up to 3x3; above, from a = u diag(s) vh, where cofactor(u m vh) =
-    det(u) det(vh) conj(u) cofactor(m) conj(vh) and the derivative of a diagonal matrix's cofactors
-    is D with D_ii = sum over k != i of t'_kk q_ik and D_ij = -t'_ji q_ij, t' = u^H t vh^H and q
-    the products of the singular values but two (`_pair_products`)."""
+    bilinear form symmetric in its two matrix arguments. Minors up to 3x3; above, where a is
+    invertible, tr(b t) c - c t^T b^T with b = inv(a) and c = det(a) b^T; where LAPACK finds a
+    singular, from the SVD (`_svd_cofactor_derivative`)."""
     a, t = np.broadcast_arrays(np.asarray(a), np.asarray(t))
     n = a.shape[-1]
     if n == 0:
         return np.zeros_like(t)
     if n <= 3:
         return _small_cofactors(a, t)
-    finite = np.isfinite(a).all(axis=(-2, -1))
-    u, s, vh = np.linalg.svd(np.where(finite[..., None, None], a, 0))
+
+    def invertible(m: np.ndarray, inverse: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        c = np.linalg.det(m)[..., None, None] * np.swapaxes(inverse, -1, -2)
+        trace = np.einsum("...ij,...ji->...", inverse, direction)
+        return trace[..., None, None] * c - c @ np.swapaxes(direction, -1, -2) @ np.swapaxes(inverse, -1, -2)
+
+    return _by_invertibility(invertible, _svd_cofactor_derivative, a, t)
+
+
+def _svd_cofactor_derivative(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """From a = u diag(s) vh, where cofactor(u m vh) = det(u) det(vh) conj(u) cofactor(m) conj(vh):
+    the derivative of a diagonal matrix's cofactors is D with D_ii = the sum over k != i of
+    t'_kk q_ik and D_ij = -t'_ji q_ij, for t' = u^H t vh^H and q the products of the singular
+    values but two (`_pair_products`). Exact at singular matrices."""
+    n = a.shape[-1]
+    u, s, vh = np.linalg.svd(a)
     uc, vc = np.conj(u), np.conj(vh)
     tp = np.swapaxes(uc, -1, -2) @ t @ np.swapaxes(vc, -1, -2)
     q = _pair_products(s)
@@ -1175,8 +1213,7 @@ def _cofactor_derivative(a: np.ndarray, t: np.ndarray) -> np.ndarray:
     diagonal = np.arange(n)
     d[..., diagonal, diagonal] = (q * np.diagonal(tp, axis1=-2, axis2=-1)[..., None, :]).sum(axis=-1)
     sign = np.linalg.det(u) * np.linalg.det(vh)
-    out = sign[..., None, None] * (uc @ d @ vc)
-    return np.where(finite[..., None, None], out, np.nan).astype(t.dtype, copy=False)
+    return sign[..., None, None] * (uc @ d @ vc)
 
 
 def _cofactor_derivative_abstract(a: ShapedArray, t: ShapedArray) -> ShapedArray:

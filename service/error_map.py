@@ -135,8 +135,9 @@ ERROR_TABLE: list[tuple[type[BaseException] | tuple[type[BaseException], ...], C
     # LAPACK, through NumPy, refusing a matrix (a ValueError too, but worth saying what to do).
     (np.linalg.LinAlgError, lambda e: InvalidArgument(
         f"a linear-algebra routine refused a matrix: {e}. inv, solve, the derivative of slogdet and the "
-        "derivatives of det beyond the first need an invertible matrix, and factorisations need finite "
-        "entries: send arguments away from singular matrices, or regularise them (a + eps * I)",
+        "third derivative of det need an invertible matrix, cholesky a positive-definite one, and every "
+        "factorisation finite entries: send arguments away from such matrices, or regularise them "
+        "(a + eps * I)",
         {"exception": "LinAlgError", "reason": str(e)})),
     # A built-in (Python) model or a NumPy routine refusing the values it was given.
     ((ValueError, TypeError, IndexError, KeyError, AttributeError),
