@@ -899,7 +899,8 @@ static PyObject *py_configure(PyObject *module, PyObject *const *args, Py_ssize_
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)(void (*)(void))py_configure, METH_FASTCALL,
      "configure(empty, dense, matmul, float64) -> None\n\nThe functions the module allocates with (numpy.empty), "
-     "copies an operand that is not dense and aligned with, falls back to for other layouts (numpy.matmul) and "
+     "copies a strided operand with (and, for the products, an unaligned one: a chain stages those a chunk at a "
+     "time), falls back to for other layouts (numpy.matmul) and "
      "returns a sum as (numpy.float64)."},
     {"contract_right", (PyCFunction)(void (*)(void))py_contract_right, METH_FASTCALL,
      "contract_right(a, d) -> array\n\na @ d for a: (K, n) with its first axis dense and d: (n, 1), float64, "

@@ -1090,39 +1090,92 @@ def _sum_last_two(x: Any) -> Any:
 
 
 def _cofactor(a: np.ndarray) -> np.ndarray:
-    """The cofactor matrix of each matrix: adj(a) transposed, the derivative of det(a). Up to 3x3
-    each cofactor written out as a minor (exact integers stay exact); above, det(a) * inv(a).T
-    from LAPACK's LU where a is invertible (accurate however its rows and columns are scaled, as
-    JAX's), and from the SVD where LAPACK finds it singular (`_svd_cofactors`)."""
+    """The cofactor matrix of each matrix: adj(a) transposed, the derivative of det(a).
+
+    Up to 3x3 each cofactor is written out as a minor (exact integers stay exact). Larger matrices
+    are balanced first (`_balanced`: rows and columns scaled by powers of two, exactly), so that
+    neither a badly scaled matrix nor det's range costs digits, then take det(b) * inv(b).T from
+    LAPACK's LU where its determinant is a nonzero finite number (accurate as JAX's), and the SVD
+    where it is zero (`_svd_cofactors`, exact at singular matrices). A matrix with NaN or an
+    infinity gets NaN cofactors (the SVD is never given one: OpenBLAS's may never return)."""
     a = np.asarray(a)
     n = a.shape[-1]
     if n == 0:
         return np.zeros_like(a)
     if n <= 3:
         return _small_cofactors(a)
-    return _by_invertibility(
-        lambda m, inverse: np.linalg.det(m)[..., None, None] * np.swapaxes(inverse, -1, -2), _svd_cofactors, a)
+
+    def cofactors(b: np.ndarray) -> np.ndarray:
+        out = np.empty_like(b)
+        d = np.linalg.det(b)
+        lu = (d != 0) & np.isfinite(d)
+        if lu.any():
+            out[lu] = d[lu][:, None, None] * np.swapaxes(np.linalg.inv(b[lu]), -1, -2)
+        if not lu.all():
+            out[~lu] = _svd_cofactors(b[~lu])
+        return out
+
+    return _balanced_apply(cofactors, a)
 
 
-def _by_invertibility(invertible: Callable[..., np.ndarray], singular: Callable[..., np.ndarray], a: np.ndarray,
-                      *more: np.ndarray) -> np.ndarray:
-    """invertible(a, inv(a), *more) for the matrices LAPACK inverts, singular(a, *more) for the
-    others, each matrix of a batch on its own when some are singular."""
-    with np.errstate(all="ignore"):
-        try:
-            return invertible(a, np.linalg.inv(a), *more)
-        except np.linalg.LinAlgError:
-            pass
-        n = a.shape[-1]
-        flat = a.reshape(-1, n, n)
-        flat_more = [m.reshape(-1, n, n) for m in more]
-        out = np.empty(flat.shape, np.result_type(a, *more))
-        for k in range(len(flat)):
-            try:
-                out[k] = invertible(flat[k], np.linalg.inv(flat[k]), *(m[k] for m in flat_more))
-            except np.linalg.LinAlgError:
-                out[k] = singular(flat[k], *(m[k] for m in flat_more))
-        return out.reshape(a.shape)
+def _cofactor_derivative(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The derivative of the cofactors of a in the direction t: det's Hessian applied to t, a
+    bilinear form symmetric in its two matrix arguments. Minors up to 3x3; above, balanced as in
+    `_cofactor`, from the SVD (`_svd_cofactor_derivative`): exact at singular matrices and near
+    them, where a formula through the inverse, tr(b t) c - c t^T b^T, cancels terms of the size of
+    the inverse and loses eps * cond(a) of its accuracy."""
+    a, t = np.broadcast_arrays(np.asarray(a), np.asarray(t))
+    n = a.shape[-1]
+    if n == 0:
+        return np.zeros_like(t)
+    if n <= 3:
+        return _small_cofactors(a, t)
+    return _balanced_apply(_svd_cofactor_derivative, a, t)
+
+
+def _balanced_apply(cofactor_function: Callable[..., np.ndarray], a: np.ndarray, t: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """cofactor_function(b) (or (b, t_b)) for a balanced a = diag(2^r) b diag(2^c), scaled back.
+    cofactor(a)_ij = 2^(sum r + sum c - r_i - c_j) cofactor(b)_ij, and the same for its derivative
+    in t, with t_b = diag(2^-r) t diag(2^-c): powers of two, so every scaling is exact (an entry
+    below 2^-1000 or so of its row's and column's largest may round: it weighs nothing beside
+    them). Matrices with NaN or infinities are left out and get NaN."""
+    n = a.shape[-1]
+    batch = a.shape[:-2]
+    flat = a.reshape(-1, n, n)
+    out = np.full(flat.shape, np.nan, dtype=np.result_type(a, t) if t is not None else a.dtype)
+    finite = np.isfinite(flat).all(axis=(-2, -1))
+    if t is not None:
+        flat_t = np.broadcast_to(t, a.shape).reshape(-1, n, n)
+    if finite.any():
+        m = flat[finite]
+        with np.errstate(all="ignore"):
+            rows = _exponents(np.abs(m).max(axis=-1))  # (k, n)
+            m = _times_power_of_two(m, -rows[:, :, None])
+            cols = _exponents(np.abs(m).max(axis=-2))
+            m = _times_power_of_two(m, -cols[:, None, :])
+            if t is None:
+                result = cofactor_function(m)
+            else:
+                direction = _times_power_of_two(flat_t[finite], -rows[:, :, None] - cols[:, None, :])
+                result = cofactor_function(m, direction)
+            total = rows.sum(axis=-1) + cols.sum(axis=-1)
+            out[finite] = _times_power_of_two(result, total[:, None, None] - rows[:, :, None] - cols[:, None, :])
+    return out.reshape(batch + (n, n))
+
+
+def _exponents(magnitudes: np.ndarray) -> np.ndarray:
+    """e with magnitudes = f 2^e, f in [0.5, 1); 0 for a zero (a zero row or column stays as it is)."""
+    return np.frexp(magnitudes)[1].astype(np.int64)
+
+
+def _times_power_of_two(x: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """x * 2^e, exactly (ldexp, for real and complex x alike)."""
+    if np.iscomplexobj(x):
+        out = np.empty(np.broadcast_shapes(x.shape, np.shape(e)), x.dtype)
+        out.real, out.imag = np.ldexp(x.real, e), np.ldexp(x.imag, e)
+        return out
+    return np.ldexp(x, e).astype(x.dtype, copy=False)
 
 
 def _svd_cofactors(a: np.ndarray) -> np.ndarray:
@@ -1177,26 +1230,6 @@ def _pair_products(s: np.ndarray) -> np.ndarray:
         between = np.cumprod(np.concatenate([ones, s[..., i + 1:n - 1]], axis=-1), axis=-1)  # s_(i+1) .. s_(j-1)
         q[..., i, i + 1:] = before[..., i:i + 1] * between * after[..., i + 1:]
     return q + np.swapaxes(q, -1, -2)
-
-
-def _cofactor_derivative(a: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The derivative of the cofactors of a in the direction t: det's Hessian applied to t, a
-    bilinear form symmetric in its two matrix arguments. Minors up to 3x3; above, where a is
-    invertible, tr(b t) c - c t^T b^T with b = inv(a) and c = det(a) b^T; where LAPACK finds a
-    singular, from the SVD (`_svd_cofactor_derivative`)."""
-    a, t = np.broadcast_arrays(np.asarray(a), np.asarray(t))
-    n = a.shape[-1]
-    if n == 0:
-        return np.zeros_like(t)
-    if n <= 3:
-        return _small_cofactors(a, t)
-
-    def invertible(m: np.ndarray, inverse: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        c = np.linalg.det(m)[..., None, None] * np.swapaxes(inverse, -1, -2)
-        trace = np.einsum("...ij,...ji->...", inverse, direction)
-        return trace[..., None, None] * c - c @ np.swapaxes(direction, -1, -2) @ np.swapaxes(inverse, -1, -2)
-
-    return _by_invertibility(invertible, _svd_cofactor_derivative, a, t)
 
 
 def _svd_cofactor_derivative(a: np.ndarray, t: np.ndarray) -> np.ndarray:
