@@ -1093,7 +1093,7 @@ def _cofactor(a: np.ndarray) -> np.ndarray:
     """The cofactor matrix of each matrix: adj(a) transposed, the derivative of det(a).
 
     Up to 3x3 each cofactor is written out as a minor (exact integers stay exact). Larger matrices
-    are balanced first (`_balanced`: rows and columns scaled by powers of two, exactly), so that
+    are balanced first (`_balanced_apply`: rows and columns scaled by powers of two, exactly), so that
     neither a badly scaled matrix nor det's range costs digits, then take det(b) * inv(b).T from
     LAPACK's LU where its determinant is a nonzero finite number (accurate as JAX's), and the SVD
     where it is zero (`_svd_cofactors`, exact at singular matrices). A matrix with NaN or an
@@ -1135,7 +1135,8 @@ def _cofactor_derivative(a: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def _balanced_apply(cofactor_function: Callable[..., np.ndarray], a: np.ndarray, t: np.ndarray | None = None
                     ) -> np.ndarray:
-    """cofactor_function(b) (or (b, t_b)) for a balanced a = diag(2^r) b diag(2^c), scaled back.
+    """cofactor_function(b) (or (b, t_b), for t of a's shape) for a balanced a = diag(2^r) b diag(2^c),
+    scaled back.
     cofactor(a)_ij = 2^(sum r + sum c - r_i - c_j) cofactor(b)_ij, and the same for its derivative
     in t, with t_b = diag(2^-r) t diag(2^-c): powers of two, so every scaling is exact (an entry
     below 2^-1000 or so of its row's and column's largest may round: it weighs nothing beside
@@ -1145,8 +1146,6 @@ def _balanced_apply(cofactor_function: Callable[..., np.ndarray], a: np.ndarray,
     flat = a.reshape(-1, n, n)
     out = np.full(flat.shape, np.nan, dtype=np.result_type(a, t) if t is not None else a.dtype)
     finite = np.isfinite(flat).all(axis=(-2, -1))
-    if t is not None:
-        flat_t = np.broadcast_to(t, a.shape).reshape(-1, n, n)
     if finite.any():
         m = flat[finite]
         with np.errstate(all="ignore"):
@@ -1157,7 +1156,7 @@ def _balanced_apply(cofactor_function: Callable[..., np.ndarray], a: np.ndarray,
             if t is None:
                 result = cofactor_function(m)
             else:
-                direction = _times_power_of_two(flat_t[finite], -rows[:, :, None] - cols[:, None, :])
+                direction = _times_power_of_two(t.reshape(-1, n, n)[finite], -rows[:, :, None] - cols[:, None, :])
                 result = cofactor_function(m, direction)
             total = rows.sum(axis=-1) + cols.sum(axis=-1)
             out[finite] = _times_power_of_two(result, total[:, None, None] - rows[:, :, None] - cols[:, None, :])
@@ -1184,9 +1183,7 @@ def _svd_cofactors(a: np.ndarray) -> np.ndarray:
     singular matrices (rank n - 1: the adjugate's one nonzero term; lower rank: zero). Accurate
     relative to the largest cofactor only, which is why invertible matrices go through the LU."""
     u, s, vh = np.linalg.svd(a)
-    ones = np.ones(s.shape[:-1] + (1,), s.dtype)
-    before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)  # s_0 ... s_(i-1)
-    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]  # s_(i+1) ...
+    before, after = _products_before_and_after(s)
     sign = np.linalg.det(u) * np.linalg.det(vh)
     return sign[..., None, None] * ((np.conj(u) * (before * after)[..., None, :]) @ np.conj(vh))
 
@@ -1218,13 +1215,21 @@ def _small_cofactors(a: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
+def _products_before_and_after(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each i, the product of s_0 .. s_(i-1) and of s_(i+1) .. s_(n-1) (prefix and suffix
+    products, 1 where empty): no division, so zeros in s are exact."""
+    ones = np.ones(s.shape[:-1] + (1,), s.dtype)
+    before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
+    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    return before, after
+
+
 def _pair_products(s: np.ndarray) -> np.ndarray:
     """q[..., i, j]: the product of every value of s but s_i and s_j (i != j); 0 on the diagonal.
     From prefix, infix and suffix products: no division, so zeros in s are exact."""
     n = s.shape[-1]
     ones = np.ones(s.shape[:-1] + (1,), s.dtype)
-    before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
-    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    before, after = _products_before_and_after(s)
     q = np.zeros(s.shape + (n,), s.dtype)
     for i in range(n - 1):
         between = np.cumprod(np.concatenate([ones, s[..., i + 1:n - 1]], axis=-1), axis=-1)  # s_(i+1) .. s_(j-1)
